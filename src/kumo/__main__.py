@@ -1,0 +1,3 @@
+from kumo.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The front door: Azure Resource Manager's REST API over HTTPS."""

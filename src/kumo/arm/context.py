@@ -1,0 +1,118 @@
+"""What a request handler gets: the long-lived services and this request's caller and inputs."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+
+from kumo.arm.errors import ArmError, invalid_request_content
+from kumo.config import Settings
+from kumo.store import Store
+
+if TYPE_CHECKING:
+    from kumo.arm.auth import Authenticator, Caller
+    from kumo.arm.lro import Operations
+    from kumo.identity.endpoints import IdentityService
+    from kumo.providers.base import ProviderRegistry
+
+API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-(preview|alpha|beta|rc|privatepreview))?$", re.IGNORECASE)
+MAX_BODY = 4 * 1024 * 1024  # ARM's own request limit (templates included)
+MAX_DEPTH = 64
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    operations: "Operations"
+    providers: "ProviderRegistry"
+    auth: "Authenticator"
+    identity: "IdentityService"
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of a JSON value, stopping at `limit` (iterative: no recursion blow-up)."""
+    stack = [(value, 1)]
+    deepest = 0
+    while stack:
+        v, d = stack.pop()
+        deepest = max(deepest, d)
+        if deepest > limit:
+            return deepest
+        if isinstance(v, dict):
+            stack.extend((x, d + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, d + 1) for x in v)
+    return deepest
+
+
+@dataclass
+class RequestContext:
+    services: Services
+    request: Request
+    caller: "Caller"
+    api_version: str
+    _body: Any = field(default=None, init=False)
+    _body_read: bool = field(default=False, init=False)
+
+    @property
+    def base_url(self) -> str:
+        return f"https://{self.request.headers.get('host', self.request.url.netloc)}"
+
+    @property
+    def method(self) -> str:
+        return self.request.method
+
+    def query(self, name: str, default: str | None = None) -> str | None:
+        """Query parameters, matched case-insensitively (`$filter`, `$Filter`, …)."""
+        lname = name.lower()
+        for k, v in self.request.query_params.multi_items():
+            if k.lower() == lname:
+                return v
+        return default
+
+    async def json_body(self, *, required: bool = True) -> Any:
+        """The request body as JSON, with ARM's InvalidRequestContent for anything malformed."""
+        if self._body_read:
+            return self._body
+        raw = await self.request.body()
+        self._body_read = True
+        if len(raw) > MAX_BODY:
+            raise ArmError(413, "RequestContentTooLarge",
+                           f"The request content size exceeds the maximum allowed size of {MAX_BODY} bytes.")
+        if not raw.strip():
+            if required:
+                raise invalid_request_content("The request body is empty")
+            self._body = None
+            return None
+        try:
+            text = raw.decode("utf-8")
+            self._body = json.loads(text)
+        except UnicodeDecodeError:
+            raise invalid_request_content("The request body is not valid UTF-8") from None
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise invalid_request_content(f"Unexpected character encountered while parsing value: {e}") from None
+        if _depth(self._body, MAX_DEPTH) > MAX_DEPTH:
+            raise invalid_request_content(f"The JSON nesting depth exceeds the maximum of {MAX_DEPTH}")
+        return self._body
+
+    async def object_body(self) -> dict[str, Any]:
+        body = await self.json_body()
+        if not isinstance(body, dict):
+            raise invalid_request_content("The request body must be a JSON object")
+        return body
+
+
+def check_api_version(value: str | None) -> str:
+    if not value:
+        raise ArmError(400, "MissingApiVersionParameter",
+                       "The api-version query parameter (?api-version=) is required for all requests.")
+    if not API_VERSION.match(value):
+        raise ArmError(400, "InvalidApiVersionParameter",
+                       f"The api-version '{value}' is invalid. The supported versions are of the form "
+                       "'yyyy-mm-dd' or 'yyyy-mm-dd-preview'.")
+    return value

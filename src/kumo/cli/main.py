@@ -1,0 +1,240 @@
+"""`kumo`: start, stop and inspect a kumo cloud, and use it with the real az CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+from kumo import backends
+from kumo.cli import azcli, daemon
+from kumo.config import DEFAULT_HOST, DEFAULT_PORT, Settings, default_data_dir
+from kumo.identity import directory
+from kumo.identity.directory import DefaultIdentity
+
+T = TypeVar("T")
+
+data_dir_option = click.option(
+    "--data-dir", type=click.Path(path_type=Path), envvar="KUMO_DATA_DIR", default=None,
+    help="Where kumo keeps its state (default /var/lib/kumo as root, else ~/.local/share/kumo; env KUMO_DATA_DIR).")
+
+
+def _settings(data_dir: Path | None, host: str = DEFAULT_HOST, port: int | None = None, **kw: Any) -> Settings:
+    root = (data_dir or default_data_dir()).absolute()
+    if port is None:  # commands other than `up` talk to the running server, wherever it listens
+        info = daemon.running(Settings(data_dir=root))
+        port = int(info["port"]) if info else DEFAULT_PORT
+        host = info["host"] if info else host
+    return Settings(data_dir=root, host=host, port=port, **kw)
+
+
+def _with_services(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -> T:
+    """Run `fn(services)` against the data dir's store (works whether or not the server runs)."""
+
+    async def go() -> T:
+        from kumo.server import build_services
+
+        services = await build_services(settings)
+        try:
+            return await fn(services)
+        finally:
+            await services.store.close()
+
+    try:
+        return asyncio.run(go())
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _require_running(settings: Settings) -> dict[str, Any]:
+    info = daemon.running(settings)
+    if info is None:
+        raise click.ClickException(f"kumo is not running for data dir {settings.paths.root}: "
+                                   "start it with `kumo up --detach` (or `make up`)")
+    return info
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """kumo runs Azure's compute services for real on this machine, behind Azure Resource Manager's API."""
+
+
+@cli.command()
+@data_dir_option
+@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on.")
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int, help="HTTPS port.")
+@click.option("--detach", is_flag=True, help="Run in the background and return once kumo answers.")
+@click.option("--strict-auth", is_flag=True, envvar="KUMO_STRICT_AUTH",
+              help="Accept only registered principals with their secrets (default: any client id logs in as the "
+                   "default principal).")
+@click.option("--page-size", type=int, default=None, envvar="KUMO_PAGE_SIZE",
+              help="Items per page of list responses (default 100).")
+def up(data_dir: Path | None, host: str, port: int, detach: bool, strict_auth: bool, page_size: int | None) -> None:
+    """Start kumo (in the foreground unless --detach)."""
+    settings = _settings(data_dir, host, port, strict_auth=strict_auth, page_size=page_size or 100)
+    if (info := daemon.running(settings)) is not None:
+        raise click.ClickException(f"kumo is already running for {settings.paths.root} "
+                                   f"(pid {info['pid']}, {info['endpoint']})")
+    if detach:
+        extra = (["--strict-auth"] if strict_auth else []) + (["--page-size", str(page_size)] if page_size else [])
+        click.echo(f"starting kumo in the background (log: {settings.paths.log_file}) …")
+        try:
+            info = daemon.start_detached(settings, extra)
+        except RuntimeError as e:
+            raise click.ClickException(str(e)) from None
+        click.echo(f"kumo is up at {info['endpoint']} (pid {info['pid']}). Try: kumo az group list")
+        return
+    from kumo.server import StartupError, run
+
+    click.echo(f"starting kumo with data dir {settings.paths.root} …")
+    try:
+        run(settings)
+    except StartupError as e:
+        raise click.ClickException(str(e)) from None
+    except KeyboardInterrupt:
+        pass
+
+
+@cli.command()
+@data_dir_option
+def down(data_dir: Path | None) -> None:
+    """Stop the kumo running for this data dir."""
+    settings = _settings(data_dir)
+    pid = daemon.stop(settings)
+    click.echo(f"stopped kumo (pid {pid})" if pid else f"kumo is not running for {settings.paths.root}")
+
+
+@cli.command()
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def status(data_dir: Path | None, as_json: bool) -> None:
+    """What runs, where, with which identity, and which host backends were found."""
+    settings = _settings(data_dir)
+    info = daemon.running(settings)
+    paths = settings.paths
+    ident = DefaultIdentity.load(paths.credentials) if paths.credentials.exists() else None
+    found = backends.probe()
+    report: dict[str, Any] = {
+        "running": bool(info and daemon.healthy(info["endpoint"], paths.ca_cert)),
+        "pid": info["pid"] if info else None,
+        "endpoint": info["endpoint"] if info else settings.endpoint,
+        "data_dir": str(paths.root),
+        "store": "postgresql" if settings.database_url else f"sqlite {paths.database}",
+        "ca_certificate": str(paths.ca_cert),
+        "tenant_id": ident.tenant_id if ident else None,
+        "subscription_id": ident.subscription_id if ident else None,
+        "client_id": ident.client_id if ident else None,
+        "backends": {b.name: b.found for b in found},
+    }
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    state = f"running (pid {report['pid']})" if report["running"] else "not running"
+    click.echo(f"kumo {state}\n  endpoint      {report['endpoint']}\n  data dir      {report['data_dir']}\n"
+               f"  store         {report['store']}\n  CA            {report['ca_certificate']}")
+    if ident:
+        click.echo(f"  tenant        {ident.tenant_id}\n  subscription  {ident.subscription_id}\n"
+                   f"  principal     {ident.client_id} (Owner; secret in {paths.credentials})")
+    click.echo("backends:")
+    for b in found:
+        click.echo(f"  {b.name:<10} {b.found or 'missing: ' + b.install:<40} {b.purpose}")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
+@data_dir_option
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def az(data_dir: Path | None, args: tuple[str, ...]) -> None:
+    """Run the real az CLI against kumo (e.g. `kumo az group list`)."""
+    settings = _settings(data_dir)
+    info = _require_running(settings)
+    exe = azcli.find_az()
+    env = azcli.ensure_az_ready(settings, info["endpoint"], exe)
+    os.execve(exe, [exe, *args], env)
+
+
+@cli.command()
+@data_dir_option
+def env(data_dir: Path | None) -> None:
+    """Print shell exports for plain az, the Azure SDKs and curl: eval "$(kumo env)"."""
+    settings = _settings(data_dir)
+    info = daemon.running(settings)
+    endpoint = info["endpoint"] if info else settings.endpoint
+    if not settings.paths.credentials.exists():
+        raise click.ClickException("kumo has not been started with this data dir yet: run `kumo up` once")
+    click.echo(f"# kumo at {endpoint}: eval \"$(kumo env)\"; for plain az run `kumo az account show` once "
+               "(it registers the cloud and logs in inside AZURE_CONFIG_DIR)")
+    click.echo(azcli.shell_exports(azcli.client_env(settings, endpoint)))
+
+
+@cli.group()
+def subscription() -> None:
+    """Manage subscriptions."""
+
+
+@subscription.command("create")
+@data_dir_option
+@click.option("--name", required=True, help="Display name.")
+@click.option("--tenant", default=None, help="Tenant id (default: kumo's default tenant).")
+def subscription_create(data_dir: Path | None, name: str, tenant: str | None) -> None:
+    """Create a subscription; the default principal becomes its Owner."""
+    async def create(services: Any) -> Any:
+        ident = services.identity.default
+        return await directory.create_subscription(services.store, name, tenant or ident.tenant_id, ident.object_id)
+
+    sub = _with_services(_settings(data_dir), create)
+    click.echo(json.dumps({"subscriptionId": sub.id, "tenantId": sub.tenant_id, "displayName": sub.display_name},
+                          indent=2))
+
+
+@cli.group()
+def sp() -> None:
+    """Manage service principals."""
+
+
+@sp.command("create")
+@data_dir_option
+@click.option("--name", required=True, help="Display name.")
+@click.option("--role", type=click.Choice(directory.ROLES), required=True)
+@click.option("--subscription", "subscriptions", multiple=True, help="Subscription id (repeatable; default: the "
+              "default subscription).")
+def sp_create(data_dir: Path | None, name: str, role: str, subscriptions: tuple[str, ...]) -> None:
+    """Create a service principal with a role on subscriptions; prints its secret once."""
+    async def create(services: Any) -> Any:
+        ident = services.identity.default
+        subs = list(subscriptions) or [ident.subscription_id]
+        async with services.store.read() as tx:
+            first = await tx.get_subscription(subs[0])
+        tenant = first.tenant_id if first else ident.tenant_id
+        return await directory.create_service_principal(services.store, name, role, subs, tenant)
+
+    principal, secret = _with_services(_settings(data_dir), create)
+    click.echo(json.dumps({"appId": principal.app_id, "password": secret, "tenant": principal.tenant_id,
+                           "displayName": principal.display_name, "objectId": principal.object_id}, indent=2))
+
+
+@cli.group()
+def tenant() -> None:
+    """Manage tenants (directories)."""
+
+
+@tenant.command("create")
+@data_dir_option
+@click.option("--name", required=True, help="Display name.")
+def tenant_create(data_dir: Path | None, name: str) -> None:
+    """Create a tenant. Subscriptions in it (kumo subscription create --tenant) get their own tokens."""
+    t = _with_services(_settings(data_dir), lambda services: directory.create_tenant(services.store, name))
+    click.echo(json.dumps({"tenantId": t.id, "displayName": t.display_name, "defaultDomain": t.default_domain},
+                          indent=2))
+
+
+def main() -> None:
+    try:
+        cli(prog_name="kumo")
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,117 @@
+"""Settings shared by the server and the CLI: where the data lives and how to reach kumo."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_PORT = 8443
+DEFAULT_HOST = "127.0.0.1"
+
+
+def default_data_dir() -> Path:
+    """`/var/lib/kumo` as root, else `~/.local/share/kumo`; `KUMO_DATA_DIR` overrides both."""
+    if env := os.environ.get("KUMO_DATA_DIR"):
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/kumo")
+    return Path.home() / ".local/share/kumo"
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Every file kumo keeps in its data dir, named in one place."""
+
+    root: Path
+
+    @property
+    def tls(self) -> Path:
+        return self.root / "tls"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.tls / "ca.pem"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.tls / "ca-key.pem"
+
+    @property
+    def server_cert(self) -> Path:
+        return self.tls / "server.pem"
+
+    @property
+    def server_key(self) -> Path:
+        return self.tls / "server-key.pem"
+
+    @property
+    def ca_bundle(self) -> Path:
+        """certifi's bundle plus kumo's CA: what REQUESTS_CA_BUNDLE should point at."""
+        return self.tls / "bundle.pem"
+
+    @property
+    def signing_key(self) -> Path:
+        return self.root / "identity" / "signing-key.pem"
+
+    @property
+    def msi_secret(self) -> Path:
+        return self.root / "identity" / "msi-header"
+
+    @property
+    def credentials(self) -> Path:
+        """The default tenant, subscription and service principal (with its secret), mode 0600."""
+        return self.root / "identity" / "default.json"
+
+    @property
+    def database(self) -> Path:
+        return self.root / "kumo.db"
+
+    @property
+    def run_file(self) -> Path:
+        """Written by a running server: pid, host, port."""
+        return self.root / "run.json"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / "kumo.lock"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "kumo.log"
+
+    @property
+    def az_config_dir(self) -> Path:
+        return self.root / "az"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = field(default_factory=default_data_dir)
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    database_url: str | None = field(default_factory=lambda: os.environ.get("KUMO_DATABASE_URL") or None)
+    strict_auth: bool = field(default_factory=lambda: os.environ.get("KUMO_STRICT_AUTH", "") in ("1", "true", "yes"))
+    page_size: int = field(default_factory=lambda: int(os.environ.get("KUMO_PAGE_SIZE", "100")))
+
+    @property
+    def paths(self) -> Paths:
+        return Paths(self.data_dir)
+
+    @property
+    def public_host(self) -> str:
+        """The name clients use in URLs: localhost unless kumo listens on a specific other address."""
+        if self.host in ("127.0.0.1", "0.0.0.0", "::", "localhost"):
+            return "localhost"
+        return self.host
+
+    @property
+    def endpoint(self) -> str:
+        return f"https://{self.public_host}:{self.port}/"
+
+    def tls_names(self) -> list[str]:
+        names = ["localhost", "127.0.0.1", "::1", socket.gethostname()]
+        if self.host not in names and self.host not in ("0.0.0.0", "::"):
+            names.append(self.host)
+        return names

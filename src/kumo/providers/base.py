@@ -1,0 +1,115 @@
+"""The shape every resource type follows, and the registry the router looks types up in.
+
+A resource type says four things (in this order in each module): its ARM type, how a request body
+becomes the stored body (defaults, read-only fields dropped, enums canonicalised), validation with
+Azure's error codes, and the GET shape; plus the actions it supports and, for types with real
+effects, `realise`/`remove` that drive the host through drivers. The generic lifecycle in
+`lifecycle.py` does the rest (store, LRO, events) identically for all of them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from starlette.responses import Response
+
+from kumo.arm.errors import bad_request
+from kumo.arm.ids import ResourceId
+from kumo.store import Resource
+
+if TYPE_CHECKING:
+    from kumo.arm.context import RequestContext, Services
+
+Action = Callable[["RequestContext", Resource], Awaitable[Response]]
+
+# Names ARM refuses for any resource: reserved URL characters, trailing dot or space.
+GENERIC_NAME = re.compile(r"^[^<>%&:\\?/#*\x00-\x1f]{1,260}(?<![. ])$")
+
+
+class ResourceType:
+    """Base class of a resource type's module. Override what differs; keep the order."""
+
+    namespace: ClassVar[str]
+    type_path: ClassVar[tuple[str, ...]]  # ("virtualNetworks",) or ("virtualNetworks", "subnets")
+    api_versions: ClassVar[tuple[str, ...]]
+    long_running: ClassVar[bool] = True  # PUT/DELETE answered as LROs (201/202 + Azure-AsyncOperation)
+    tracked: ClassVar[bool] = True  # has location and tags (child resources do not)
+    name_pattern: ClassVar[re.Pattern[str]] = GENERIC_NAME
+    name_rule: ClassVar[str] = "The name must not contain <>%&:\\?/#* or control characters, nor end in '.' or ' '."
+
+    @property
+    def type(self) -> str:
+        return "/".join((self.namespace, *self.type_path))
+
+    @property
+    def key(self) -> str:
+        return self.type.lower()
+
+    # 1. normalise: request body -> the body to store (without id/name/type/location/tags: the
+    #    lifecycle adds those). Raise ArmError for invalid input.
+    def normalise(self, rid: ResourceId, body: dict[str, Any], existing: Resource | None) -> dict[str, Any]:
+        props = body.get("properties")
+        if props is not None and not isinstance(props, dict):
+            raise bad_request("InvalidRequestContent", "'properties' must be a JSON object.", "properties")
+        return {"properties": dict(props or {})}
+
+    # 2. validate against other resources (references exist, no conflicts). Runs before any write.
+    async def validate(self, services: "Services", rid: ResourceId, body: dict[str, Any]) -> None:
+        return None
+
+    # 3. GET shape (the stored body is already the REST shape; override to add live data).
+    def view(self, resource: Resource) -> dict[str, Any]:
+        return resource.body
+
+    # 4. host effects, run by the reconcile/delete operations. Idempotent: they may run again
+    #    after a crash. Types without host effects keep these no-ops.
+    async def realise(self, services: "Services", resource: Resource) -> None:
+        return None
+
+    async def remove(self, services: "Services", resource: Resource) -> None:
+        return None
+
+    actions: ClassVar[dict[str, str]] = {}  # lower-case action name -> method name on the class
+
+
+@dataclass
+class TypeInfo:
+    """A resource type as `/providers` lists it; `handler` is None for types served elsewhere
+    (resourceGroups, subscriptions, locations, operations)."""
+
+    resource_type: str
+    api_versions: tuple[str, ...]
+    handler: ResourceType | None = None
+
+
+@dataclass
+class Namespace:
+    name: str
+    types: list[TypeInfo] = field(default_factory=list)
+
+
+class ProviderRegistry:
+    def __init__(self) -> None:
+        self.namespaces: dict[str, Namespace] = {}
+        self._types: dict[str, ResourceType] = {}
+
+    def add_namespace(self, name: str, *extra_types: TypeInfo) -> Namespace:
+        ns = self.namespaces.setdefault(name.lower(), Namespace(name))
+        ns.types.extend(extra_types)
+        return ns
+
+    def add(self, handler: ResourceType) -> None:
+        ns = self.add_namespace(handler.namespace)
+        ns.types.append(TypeInfo("/".join(handler.type_path), handler.api_versions, handler))
+        self._types[handler.key] = handler
+
+    def namespace(self, name: str) -> Namespace | None:
+        return self.namespaces.get(name.lower())
+
+    def handler(self, type_key: str) -> ResourceType | None:
+        return self._types.get(type_key.lower())
+
+    def handlers(self) -> list[ResourceType]:
+        return list(self._types.values())

@@ -1,0 +1,288 @@
+"""The generic resource lifecycle every resource type shares: PUT writes the desired state and an
+operation in one transaction, the operation realises it through the type's drivers, DELETE tears
+down children first. Nothing here knows any particular type."""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Any
+
+from starlette.responses import JSONResponse, Response
+
+from kumo.arm.errors import ArmError, bad_request, not_found, resource_group_not_found
+from kumo.arm.ids import ResourceId, resource_group_key
+from kumo.arm.lro import OperationRun
+from kumo.providers.base import ResourceType
+from kumo.providers.resources.locations import home_location, normalise_location
+from kumo.store import Resource, Tx
+
+if TYPE_CHECKING:
+    from kumo.arm.context import RequestContext, Services
+
+RESOURCE_GROUP_TYPE = "microsoft.resources/resourcegroups"
+TERMINAL = ("Succeeded", "Failed", "Canceled")
+
+
+def check_tags(tags: Any) -> dict[str, str]:
+    if tags is None:
+        return {}
+    if not isinstance(tags, dict):
+        raise bad_request("InvalidRequestContent", "'tags' must be a JSON object of strings.", "tags")
+    if len(tags) > 50:
+        raise bad_request("InvalidTagCount", "The number of tags exceeds the maximum of 50.", "tags")
+    out: dict[str, str] = {}
+    for k, v in tags.items():
+        if not k or len(k) > 512 or any(c in k for c in "<>%&\\?/"):
+            raise bad_request("InvalidTagNameCharacters",
+                              f"The tag name '{k[:64]}' is invalid: names are 1-512 characters without <>%&\\?/.",
+                              "tags")
+        if v is None:
+            v = ""
+        if not isinstance(v, (str, int, float, bool)) or len(str(v)) > 256:
+            raise bad_request("InvalidTagValueLength", f"The value of tag '{k}' must be a string of at most "
+                              "256 characters.", "tags")
+        out[k] = str(v) if not isinstance(v, str) else v
+    return out
+
+
+async def require_resource_group(tx: Tx, subscription: str, name: str, *, for_write: bool) -> Resource:
+    rg = await tx.get_resource(resource_group_key(subscription, name))
+    if rg is None:
+        raise resource_group_not_found(name)
+    if for_write and rg.provisioning_state == "Deleting":
+        raise ArmError(409, "ResourceGroupBeingDeleted",
+                       f"The resource group '{rg.name}' is in deprovisioning state and cannot perform this operation.")
+    return rg
+
+
+def _scope_fields(rid: ResourceId) -> dict[str, Any]:
+    parent = rid.parent
+    return dict(subscription_id=rid.subscription.lower(), resource_group=(rid.resource_group or "").lower(),
+                type=rid.type_key, name=rid.name, parent_key=parent.key if parent else None)
+
+
+def with_state(body: dict[str, Any], state: str) -> dict[str, Any]:
+    body = dict(body)
+    body["properties"] = {**(body.get("properties") or {}), "provisioningState": state}
+    return body
+
+
+async def put(ctx: "RequestContext", rid: ResourceId, handler: ResourceType) -> Response:
+    services = ctx.services
+    request_body = await ctx.object_body()
+    if not handler.name_pattern.match(rid.name):
+        raise bad_request("InvalidResourceName", f"Resource name {rid.name} is invalid. {handler.name_rule}")
+    async with services.store.read() as tx:
+        rg = await require_resource_group(tx, rid.subscription, rid.resource_group or "", for_write=True)
+        parent = rid.parent
+        if parent is not None and await tx.get_resource(parent.key) is None:
+            raise not_found(parent.type, "/".join(parent.names), rid.resource_group)
+        existing = await tx.get_resource(rid.key)
+    if existing is not None and existing.provisioning_state == "Deleting":
+        raise ArmError(409, "Conflict", f"The resource '{rid.name}' is being deleted and cannot be updated.")
+    stored = handler.normalise(rid, request_body, existing)
+    await handler.validate(services, rid, stored)
+    envelope: dict[str, Any] = {"id": str(rid), "name": rid.name, "type": handler.type}
+    location: str | None = None
+    if handler.tracked:
+        raw_loc = request_body.get("location") or (existing.location if existing else None) or rg.location
+        if not request_body.get("location") and existing is None:
+            raise bad_request("LocationRequired", "The location property is required for this definition.",
+                              "location")
+        location = normalise_location(str(raw_loc), handler.type)
+        if existing is not None and existing.location and existing.location != location:
+            raise ArmError(409, "InvalidResourceLocation",
+                           f"The resource '{rid.name}' already exists in location '{existing.location}' in "
+                           f"resource group '{rid.resource_group}'. A resource with the same name cannot be "
+                           f"created in location '{location}'.")
+        envelope.update(location=location, tags=check_tags(request_body.get("tags")))
+    body = {**envelope, **stored}
+    state = ("Creating" if existing is None else "Updating") if handler.long_running else "Succeeded"
+    resource = Resource(key=rid.key, id=str(rid), body=with_state(body, state), provisioning_state=state,
+                        location=location, desired_gen=(existing.desired_gen + 1) if existing else 1,
+                        observed_gen=existing.observed_gen if existing else 0,
+                        created_at=existing.created_at if existing else 0.0, **_scope_fields(rid))
+    if not handler.long_running:
+        resource.observed_gen = resource.desired_gen
+    op = None
+    async with services.store.write() as tx:
+        await tx.put_resource(resource)
+        await tx.add_event(rid.key, "Accepted" if existing is None else "Updated",
+                           f"{ctx.method} by {ctx.caller.app_id}")
+        if handler.long_running:
+            op = services.operations.new(subscription_id=rid.subscription, namespace=handler.namespace,
+                                         location=location or home_location(),
+                                         kind="resource.reconcile", resource_key=rid.key,
+                                         params={"generation": resource.desired_gen})
+            await tx.add_operation(op)
+    status = 200 if existing is not None else 201
+    if op is None:
+        return JSONResponse(handler.view(resource), status_code=status)
+    services.operations.launch(op)
+    headers = services.operations.headers(op, ctx.base_url, ctx.api_version, location=False)
+    return JSONResponse(handler.view(resource), status_code=status, headers=headers)
+
+
+async def get(ctx: "RequestContext", rid: ResourceId, handler: ResourceType) -> Response:
+    async with ctx.services.store.read() as tx:
+        resource = await tx.get_resource(rid.key)
+        if resource is None:
+            await require_resource_group(tx, rid.subscription, rid.resource_group or "", for_write=False)
+            raise not_found(handler.type, "/".join(rid.names), rid.resource_group)
+    return JSONResponse(handler.view(resource))
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 merge: what ARM PATCH means for the properties it accepts."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = merge_patch(out.get(k), v)
+    return out
+
+
+async def patch(ctx: "RequestContext", rid: ResourceId, handler: ResourceType) -> Response:
+    """PATCH merges into the stored body and answers 200 (compute clients accept nothing else)."""
+    body = await ctx.object_body()
+    async with ctx.services.store.read() as tx:
+        existing = await tx.get_resource(rid.key)
+        if existing is None:
+            await require_resource_group(tx, rid.subscription, rid.resource_group or "", for_write=True)
+            raise not_found(handler.type, "/".join(rid.names), rid.resource_group)
+    merged = merge_patch(existing.body, body)
+    if "tags" in body and body["tags"] is not None:
+        merged["tags"] = body["tags"]  # ARM replaces the whole tag set on PATCH
+    ctx._body = merged  # the PUT path reads the merged body
+    response = await put(ctx, rid, handler)
+    response.status_code = 200
+    return response
+
+
+async def delete(ctx: "RequestContext", rid: ResourceId, handler: ResourceType) -> Response:
+    services = ctx.services
+    async with services.store.read() as tx:
+        await require_resource_group(tx, rid.subscription, rid.resource_group or "", for_write=False)
+        resource = await tx.get_resource(rid.key)
+    if resource is None:
+        return Response(status_code=204)
+    if not handler.long_running:
+        await delete_tree(services, resource)
+        return Response(status_code=200)
+    op = services.operations.new(subscription_id=rid.subscription, namespace=handler.namespace,
+                                 location=resource.location or home_location(),
+                                 kind="resource.delete", resource_key=rid.key)
+    async with services.store.write() as tx:
+        current = await tx.get_resource(rid.key)
+        if current is None:
+            return Response(status_code=204)
+        current.provisioning_state = "Deleting"
+        current.body = with_state(current.body, "Deleting")
+        await tx.put_resource(current)
+        await tx.add_event(rid.key, "Deleting", f"DELETE by {ctx.caller.app_id}")
+        await tx.add_operation(op)
+    services.operations.launch(op)
+    return Response(status_code=202, headers=services.operations.headers(op, ctx.base_url, ctx.api_version,
+                                                                         location=True))
+
+
+async def list_resources(ctx: "RequestContext", handler: ResourceType, subscription: str,
+                         resource_group: str | None, parent: ResourceId | None) -> Response:
+    from kumo.arm.paging import keyset_page
+
+    store = ctx.services.store
+    if resource_group is not None:
+        async with store.read() as tx:
+            await require_resource_group(tx, subscription, resource_group, for_write=False)
+    if parent is not None:
+        async with store.read() as tx:
+            if await tx.get_resource(parent.key) is None:
+                raise not_found(parent.type, "/".join(parent.names), resource_group)
+
+    async def fetch(after: str | None, n: int) -> list[Resource]:
+        async with store.read() as tx:
+            return await tx.list_resources(subscription.lower(), resource_group=resource_group, type=handler.key,
+                                           parent_key=parent.key if parent else None, after_key=after, limit=n)
+
+    return JSONResponse(await keyset_page(ctx, fetch, lambda r: r.key, handler.view))
+
+
+async def run_action(ctx: "RequestContext", rid: ResourceId, handler: ResourceType, action: str) -> Response:
+    method = handler.actions.get(action.lower())
+    if method is None:
+        raise bad_request("InvalidResourceType" if ctx.method == "GET" else "InvalidAction",
+                          f"The resource type '{handler.type}' has no action or child type '{action}'.")
+    async with ctx.services.store.read() as tx:
+        resource = await tx.get_resource(rid.key)
+        if resource is None:
+            await require_resource_group(tx, rid.subscription, rid.resource_group or "", for_write=False)
+            raise not_found(handler.type, "/".join(rid.names), rid.resource_group)
+    return await getattr(handler, method)(ctx, resource)
+
+
+# -- the operations behind PUT and DELETE -------------------------------------------------------
+
+async def delete_tree(services: "Services", resource: Resource) -> None:
+    """Remove a resource's children, then its host objects, then its row. Idempotent."""
+    async with services.store.read() as tx:
+        children = await tx.list_resources(resource.subscription_id, parent_key=resource.key)
+    for child in children:
+        await delete_tree(services, child)
+    handler = services.providers.handler(resource.type)
+    if handler is not None:
+        await handler.remove(services, resource)
+    async with services.store.write() as tx:
+        await tx.delete_resource(resource.key)
+        await tx.add_event(resource.key, "Deleted", "resource removed")
+
+
+async def reconcile_operation(run: OperationRun) -> None:
+    services = run.services
+    key = run.op.resource_key
+    assert key is not None
+    async with services.store.read() as tx:
+        resource = await tx.get_resource(key)
+    if resource is None or resource.provisioning_state == "Deleting":
+        raise ArmError(409, "Conflict", "The resource was deleted before it was provisioned.")
+    if resource.desired_gen > int(run.op.params.get("generation", resource.desired_gen)):
+        return None  # a newer PUT superseded this one; its own operation carries on
+    handler = services.providers.handler(resource.type)
+    assert handler is not None
+    try:
+        await handler.realise(services, resource)
+    except ArmError as e:
+        await _set_state(services, key, resource.desired_gen, "Failed", f"{e.code}: {e.message}")
+        raise
+    await _set_state(services, key, resource.desired_gen, "Succeeded", "provisioned")
+    return None
+
+
+async def _set_state(services: "Services", key: str, generation: int, state: str, message: str) -> None:
+    async with services.store.write() as tx:
+        current = await tx.get_resource(key)
+        if current is None or current.desired_gen != generation:
+            return
+        current.provisioning_state = state
+        current.body = with_state(current.body, state)
+        if state == "Succeeded":
+            current.observed_gen = generation
+        await tx.put_resource(current)
+        await tx.add_event(key, state, message)
+
+
+async def delete_operation(run: OperationRun) -> None:
+    key = run.op.resource_key
+    assert key is not None
+    async with run.services.store.read() as tx:
+        resource = await tx.get_resource(key)
+    if resource is not None:
+        await delete_tree(run.services, resource)
+    return None
+
+
+def register_operations(services: "Services") -> None:
+    services.operations.register("resource.reconcile", reconcile_operation)
+    services.operations.register("resource.delete", delete_operation)

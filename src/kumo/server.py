@@ -1,0 +1,142 @@
+"""The kumo server process: opens the store, makes keys and certificates on first start, resumes
+unfinished operations, and serves HTTPS with uvicorn in one asyncio loop."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import uvicorn
+
+from kumo.arm.app import build_app
+from kumo.arm.auth import Authenticator
+from kumo.arm.context import Services
+from kumo.arm.lro import Operations
+from kumo.config import Settings
+from kumo.identity import directory
+from kumo.identity.endpoints import IdentityService
+from kumo.identity.tls import _write_private, ensure_certificates
+from kumo.identity.tokens import TokenSigner
+from kumo.providers import lifecycle
+from kumo.providers.base import ProviderRegistry, TypeInfo
+from kumo.providers.resources import resource_groups, template_specs
+from kumo.store import Store
+
+log = logging.getLogger("kumo")
+
+Say = Callable[[str], None]
+
+
+class StartupError(Exception):
+    """Something the user must fix before kumo can start; the message says how."""
+
+
+def build_registry() -> ProviderRegistry:
+    registry = ProviderRegistry()
+    registry.add_namespace(
+        "Microsoft.Resources",
+        TypeInfo("resourceGroups", resource_groups.API_VERSIONS),
+        TypeInfo("subscriptions", resource_groups.API_VERSIONS),
+        TypeInfo("locations", resource_groups.API_VERSIONS),
+        TypeInfo("operations", resource_groups.API_VERSIONS),
+        TypeInfo("providers", resource_groups.API_VERSIONS),
+        TypeInfo("resources", resource_groups.API_VERSIONS),
+    )
+    registry.add(template_specs.TemplateSpecs())
+    registry.add(template_specs.TemplateSpecVersions())
+    return registry
+
+
+def _msi_secret(path: Path) -> str:
+    if not path.exists():
+        _write_private(path, secrets.token_urlsafe(24).encode())
+    return path.read_text().strip()
+
+
+async def build_services(settings: Settings, say: Say = lambda _m: None) -> Services:
+    paths = settings.paths
+    paths.root.mkdir(parents=True, exist_ok=True)
+    if ensure_certificates(paths, settings.tls_names()):
+        say(f"made a local CA and HTTPS certificate in {paths.tls}")
+    signer = TokenSigner(paths.signing_key)
+    store = await Store.open(settings.database_url, paths.database)
+    default = await directory.bootstrap(store, paths.credentials)
+    identity = IdentityService(settings, store, signer, default, _msi_secret(paths.msi_secret))
+    operations = Operations()
+    services = Services(settings=settings, store=store, operations=operations, providers=build_registry(),
+                        auth=Authenticator(signer, store, identity.arm_audiences), identity=identity)
+    operations.services = services
+    lifecycle.register_operations(services)
+    resource_groups.register_operations(services)
+    return services
+
+
+def _lock(settings: Settings) -> int:
+    """One server per data dir: a held lock means another kumo runs on it."""
+    settings.paths.root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(settings.paths.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StartupError(f"another kumo is already running with data dir {settings.paths.root}; "
+                           "stop it with `kumo down` or pass a different --data-dir") from None
+    return fd
+
+
+def _bind(settings: Settings) -> socket.socket:
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as e:
+        sock.close()
+        raise StartupError(f"cannot listen on {settings.host}:{settings.port} ({e.strerror}); "
+                           "pass another --port") from None
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+async def serve(settings: Settings, say: Say = print) -> None:
+    lock_fd = _lock(settings)
+    sock = _bind(settings)
+    services = await build_services(settings, say)
+    paths = settings.paths
+    resumed = await services.operations.resume()
+    if resumed:
+        say(f"resumed {resumed} unfinished operation(s)")
+    config = uvicorn.Config(build_app(services), ssl_certfile=str(paths.server_cert),
+                            ssl_keyfile=str(paths.server_key), log_level="warning", access_log=False,
+                            lifespan="off", timeout_keep_alive=120, loop="none")
+    server = uvicorn.Server(config)
+    paths.run_file.write_text(json.dumps({"pid": os.getpid(), "host": settings.host, "port": settings.port,
+                                          "endpoint": settings.endpoint}))
+    say(f"kumo is serving Azure Resource Manager at {settings.endpoint} (data in {paths.root})")
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        await services.operations.drain()
+        await services.store.close()
+        paths.run_file.unlink(missing_ok=True)
+        os.close(lock_fd)
+
+
+def run(settings: Settings) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        loop_factory = None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve(settings))

@@ -1,0 +1,293 @@
+"""The store's one API. `Store.read()` and `Store.write()` open a transaction (`Tx`) on either
+backend; every repository function lives on `Tx`, so a caller can group writes atomically
+(desired state and the operation that realises it commit together)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, delete, event, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from kumo.store import schema as s
+from kumo.store.migrations import migrate
+from kumo.store.records import Event, Operation, Principal, Resource, RoleAssignment, Subscription, Tenant
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def database_url(url: str | None, sqlite_path: Path) -> str:
+    """Turn the user's URL (`postgresql://…`) into the async driver's, or name the SQLite file."""
+    if not url:
+        return f"sqlite+aiosqlite:///{sqlite_path}"
+    u = make_url(url)
+    if u.drivername in ("postgres", "postgresql", "postgresql+psycopg2", "postgresql+psycopg"):
+        u = u.set(drivername="postgresql+asyncpg")
+    return u.render_as_string(hide_password=False)
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        # SQLite allows one writer: serialise this process's write transactions here rather than
+        # let them fail with "database is locked" (other processes wait on busy_timeout).
+        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+
+    @classmethod
+    async def open(cls, url: str | None, sqlite_path: Path) -> "Store":
+        dsn = database_url(url, sqlite_path)
+        if dsn.startswith("sqlite"):
+            sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+            engine = create_async_engine(dsn, connect_args={"timeout": 30})
+
+            @event.listens_for(engine.sync_engine, "connect")
+            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+                dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA busy_timeout=30000")
+                cur.close()
+
+            @event.listens_for(engine.sync_engine, "begin")
+            def _begin(conn: Any) -> None:
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
+        else:
+            engine = create_async_engine(dsn, pool_size=10)
+        store = cls(engine)
+        async with store.write() as tx:
+            await tx.conn.run_sync(migrate)
+        return store
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator["Tx"]:
+        async with self.engine.connect() as conn:
+            async with conn.begin():
+                yield Tx(conn)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator["Tx"]:
+        if self._write_lock is None:
+            async with self.engine.begin() as conn:
+                yield Tx(conn)
+            return
+        async with self._write_lock:
+            async with self.engine.connect() as conn:
+                conn.sync_connection.info["write"] = True  # type: ignore[union-attr]
+                try:
+                    async with conn.begin():
+                        yield Tx(conn)
+                finally:
+                    conn.sync_connection.info.pop("write", None)  # type: ignore[union-attr]
+
+
+class Tx:
+    """One transaction. Methods are grouped by table."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    # -- resources -------------------------------------------------------------------------
+    @staticmethod
+    def _resource(row: Any) -> Resource:
+        return Resource(
+            key=row.key, id=row.id, subscription_id=row.subscription_id, resource_group=row.resource_group,
+            type=row.type, name=row.name, body=json.loads(row.body), provisioning_state=row.provisioning_state,
+            location=row.location, parent_key=row.parent_key, desired_gen=row.desired_gen,
+            observed_gen=row.observed_gen, created_at=row.created_at, updated_at=row.updated_at,
+        )
+
+    async def get_resource(self, key: str) -> Resource | None:
+        row = (await self.conn.execute(select(s.resources).where(s.resources.c.key == key))).first()
+        return self._resource(row) if row else None
+
+    async def put_resource(self, r: Resource) -> Resource:
+        now = time.time()
+        r.updated_at = now
+        values = dict(
+            id=r.id, subscription_id=r.subscription_id, resource_group=r.resource_group, type=r.type,
+            name=r.name, parent_key=r.parent_key, location=r.location, body=r.body_json(),
+            provisioning_state=r.provisioning_state, desired_gen=r.desired_gen, observed_gen=r.observed_gen,
+            updated_at=now,
+        )
+        res = await self.conn.execute(update(s.resources).where(s.resources.c.key == r.key).values(**values))
+        if res.rowcount == 0:
+            r.created_at = r.created_at or now
+            await self.conn.execute(s.resources.insert().values(key=r.key, created_at=r.created_at, **values))
+        return r
+
+    async def delete_resource(self, key: str) -> bool:
+        res = await self.conn.execute(delete(s.resources).where(s.resources.c.key == key))
+        return res.rowcount > 0
+
+    async def list_resources(
+        self,
+        subscription_id: str,
+        *,
+        resource_group: str | None = None,
+        type: str | None = None,
+        exclude_type: str | None = None,
+        parent_key: str | None = None,
+        top_level_only: bool = False,
+        after_key: str | None = None,
+        limit: int | None = None,
+    ) -> list[Resource]:
+        c = s.resources.c
+        conds = [c.subscription_id == subscription_id]
+        if resource_group is not None:
+            conds.append(c.resource_group == resource_group.lower())
+        if type is not None:
+            conds.append(c.type == type.lower())
+        if exclude_type is not None:
+            conds.append(c.type != exclude_type.lower())
+        if parent_key is not None:
+            conds.append(c.parent_key == parent_key)
+        if top_level_only:
+            conds.append(c.parent_key.is_(None))
+        if after_key is not None:
+            conds.append(c.key > after_key)
+        q = select(s.resources).where(and_(*conds)).order_by(c.key)
+        if limit is not None:
+            q = q.limit(limit)
+        return [self._resource(r) for r in await self.conn.execute(q)]
+
+    async def resources_by_state(self, states: tuple[str, ...]) -> list[Resource]:
+        q = select(s.resources).where(s.resources.c.provisioning_state.in_(states))
+        return [self._resource(r) for r in await self.conn.execute(q)]
+
+    # -- operations ------------------------------------------------------------------------
+    @staticmethod
+    def _operation(row: Any) -> Operation:
+        return Operation(
+            id=row.id, subscription_id=row.subscription_id, namespace=row.namespace, location=row.location,
+            kind=row.kind, resource_key=row.resource_key, params=json.loads(row.params), status=row.status,
+            percent_complete=row.percent_complete, error=json.loads(row.error) if row.error else None,
+            error_status=row.error_status, result=json.loads(row.result) if row.result else None,
+            created_at=row.created_at, ended_at=row.ended_at,
+        )
+
+    async def add_operation(self, op: Operation) -> Operation:
+        op.created_at = op.created_at or time.time()
+        await self.conn.execute(s.operations.insert().values(
+            id=op.id, subscription_id=op.subscription_id, namespace=op.namespace, location=op.location,
+            kind=op.kind, resource_key=op.resource_key, params=_dumps(op.params), status=op.status,
+            percent_complete=op.percent_complete, created_at=op.created_at,
+        ))
+        return op
+
+    async def get_operation(self, op_id: str) -> Operation | None:
+        row = (await self.conn.execute(select(s.operations).where(s.operations.c.id == op_id))).first()
+        return self._operation(row) if row else None
+
+    async def set_operation_progress(self, op_id: str, percent: float) -> None:
+        await self.conn.execute(update(s.operations).where(s.operations.c.id == op_id)
+                                .values(percent_complete=percent))
+
+    async def finish_operation(self, op_id: str, status: str, *, result: Any = None,
+                               error: dict[str, Any] | None = None, error_status: int | None = None) -> None:
+        await self.conn.execute(update(s.operations).where(s.operations.c.id == op_id).values(
+            status=status, percent_complete=100.0, ended_at=time.time(),
+            result=_dumps(result) if result is not None else None,
+            error=_dumps(error) if error else None, error_status=error_status,
+        ))
+
+    async def unfinished_operations(self) -> list[Operation]:
+        q = select(s.operations).where(s.operations.c.status == "InProgress").order_by(s.operations.c.created_at)
+        return [self._operation(r) for r in await self.conn.execute(q)]
+
+    async def operations_for(self, resource_key: str) -> list[Operation]:
+        q = select(s.operations).where(s.operations.c.resource_key == resource_key).order_by(s.operations.c.created_at)
+        return [self._operation(r) for r in await self.conn.execute(q)]
+
+    # -- events ----------------------------------------------------------------------------
+    async def add_event(self, resource_key: str, kind: str, message: str) -> None:
+        await self.conn.execute(s.events.insert().values(resource_key=resource_key, time=time.time(),
+                                                         kind=kind, message=message))
+
+    async def events_for(self, resource_key: str) -> list[Event]:
+        q = select(s.events).where(s.events.c.resource_key == resource_key).order_by(s.events.c.seq)
+        return [Event(r.resource_key, r.time, r.kind, r.message) for r in await self.conn.execute(q)]
+
+    # -- directory: tenants, subscriptions, principals, roles -------------------------------
+    async def add_tenant(self, t: Tenant) -> Tenant:
+        await self.conn.execute(s.tenants.insert().values(id=t.id, display_name=t.display_name,
+                                                          default_domain=t.default_domain, created_at=time.time()))
+        return t
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        row = (await self.conn.execute(select(s.tenants).where(s.tenants.c.id == tenant_id.lower()))).first()
+        return Tenant(row.id, row.display_name, row.default_domain) if row else None
+
+    async def list_tenants(self) -> list[Tenant]:
+        rows = await self.conn.execute(select(s.tenants).order_by(s.tenants.c.created_at))
+        return [Tenant(r.id, r.display_name, r.default_domain) for r in rows]
+
+    async def add_subscription(self, sub: Subscription) -> Subscription:
+        await self.conn.execute(s.subscriptions.insert().values(
+            id=sub.id, tenant_id=sub.tenant_id, display_name=sub.display_name, state=sub.state,
+            created_at=time.time()))
+        return sub
+
+    async def get_subscription(self, sub_id: str) -> Subscription | None:
+        row = (await self.conn.execute(select(s.subscriptions).where(s.subscriptions.c.id == sub_id.lower()))).first()
+        return Subscription(row.id, row.tenant_id, row.display_name, row.state) if row else None
+
+    async def list_subscriptions(self) -> list[Subscription]:
+        rows = await self.conn.execute(select(s.subscriptions).order_by(s.subscriptions.c.created_at))
+        return [Subscription(r.id, r.tenant_id, r.display_name, r.state) for r in rows]
+
+    async def add_principal(self, p: Principal) -> Principal:
+        await self.conn.execute(s.principals.insert().values(
+            object_id=p.object_id, app_id=p.app_id, tenant_id=p.tenant_id, display_name=p.display_name,
+            kind=p.kind, secret_hash=p.secret_hash, created_at=time.time()))
+        return p
+
+    async def _principal_where(self, cond: Any) -> Principal | None:
+        row = (await self.conn.execute(select(s.principals).where(cond))).first()
+        if not row:
+            return None
+        return Principal(row.object_id, row.app_id, row.tenant_id, row.display_name, row.kind, row.secret_hash)
+
+    async def get_principal(self, object_id: str) -> Principal | None:
+        return await self._principal_where(s.principals.c.object_id == object_id.lower())
+
+    async def principal_by_app_id(self, app_id: str) -> Principal | None:
+        return await self._principal_where(s.principals.c.app_id == app_id.lower())
+
+    async def principal_by_name(self, name: str) -> Principal | None:
+        return await self._principal_where(s.principals.c.display_name == name)
+
+    async def add_role_assignment(self, ra: RoleAssignment) -> RoleAssignment:
+        await self.conn.execute(s.role_assignments.insert().values(
+            id=ra.id, principal_id=ra.principal_id, scope=ra.scope.lower(), role=ra.role, created_at=time.time()))
+        return ra
+
+    async def role_assignments_of(self, principal_id: str) -> list[RoleAssignment]:
+        q = select(s.role_assignments).where(s.role_assignments.c.principal_id == principal_id)
+        return [RoleAssignment(r.id, r.principal_id, r.scope, r.role) for r in await self.conn.execute(q)]
+
+    # -- resource provider registrations ----------------------------------------------------
+    async def provider_states(self, subscription_id: str) -> dict[str, str]:
+        q = select(s.provider_registrations).where(s.provider_registrations.c.subscription_id == subscription_id)
+        return {r.namespace: r.state for r in await self.conn.execute(q)}
+
+    async def set_provider_state(self, subscription_id: str, namespace: str, state: str) -> None:
+        t = s.provider_registrations
+        key = and_(t.c.subscription_id == subscription_id, t.c.namespace == namespace.lower())
+        res = await self.conn.execute(update(t).where(key).values(state=state))
+        if res.rowcount == 0:
+            await self.conn.execute(t.insert().values(subscription_id=subscription_id,
+                                                      namespace=namespace.lower(), state=state))
