@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs whatever is missing for kumo on this machine, and nothing that is already there:
+#   Debian packages (when root), a virtualenv in .venv with kumo and its test tools, and the real
+#   az CLI in .venv-az (its pinned SDKs stay out of kumo's own environment).
+# Idempotent and quick on a second run: each step is skipped when its stamp is current.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+AZ_VERSION=2.91.0
+PYTHON=${PYTHON:-python3}
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+# 1. Debian packages the server and its tests use.
+DEB_PACKAGES=(ca-certificates iproute2 procps python3 python3-venv python3-dev gcc make)
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  missing=()
+  for p in "${DEB_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "kumo needs Python 3.11 or newer; $("$PYTHON" --version 2>&1) found (set PYTHON=...)" >&2
+  exit 1
+fi
+
+pip_quiet() { "$@" 2>&1 | grep -v -e '^WARNING: Location' -e '^\s*$' || true; }
+
+# 2. kumo itself, editable, with its test tools.
+stamp=.venv/.kumo-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  say "creating .venv with kumo and its test tools (first run takes a minute) …"
+  [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+  pip_quiet .venv/bin/pip install -q --upgrade pip
+  pip_quiet .venv/bin/pip install -q -e '.[test]'
+  .venv/bin/python -c 'import kumo, uvicorn, sqlalchemy, azure.mgmt.resource' 
+  echo "$want" > "$stamp"
+fi
+
+# 3. The real az CLI, in its own environment.
+if [ ! -x .venv-az/bin/az ] || [ "$(cat .venv-az/.kumo-installed 2>/dev/null)" != "$AZ_VERSION" ]; then
+  say "installing the az CLI $AZ_VERSION in .venv-az (first run takes a minute) …"
+  [ -x .venv-az/bin/python ] || "$PYTHON" -m venv .venv-az
+  pip_quiet .venv-az/bin/pip install -q "azure-cli==$AZ_VERSION"
+  .venv-az/bin/az version >/dev/null
+  echo "$AZ_VERSION" > .venv-az/.kumo-installed
+fi
+# `kumo az` finds az beside its own interpreter.
+ln -sf ../../.venv-az/bin/az .venv/bin/az
+say "ready: .venv/bin/kumo (az $AZ_VERSION at .venv-az/bin/az)"
