@@ -20,7 +20,7 @@ def encode_token(key: str) -> str:
 
 def decode_token(token: str) -> str:
     try:
-        return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        return base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True).decode()
     except (ValueError, UnicodeDecodeError):
         raise bad_request("InvalidSkipToken", f"The skip token '{token[:64]}' is invalid.") from None
 
