@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import ipaddress
 import os
 from pathlib import Path
@@ -38,6 +39,11 @@ def _san(names: list[str]) -> x509.SubjectAlternativeName:
     return x509.SubjectAlternativeName(entries)
 
 
+def _short_hash(text: str) -> str:
+    """Tells CAs of different data dirs apart within the 64-character limit of a common name."""
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def _ensure_ca(paths: Paths) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     if paths.ca_cert.exists() and paths.ca_key.exists():
         cert = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
@@ -46,7 +52,7 @@ def _ensure_ca(paths: Paths) -> tuple[x509.Certificate, ec.EllipticCurvePrivateK
         return cert, key
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "kumo"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, f"kumo local CA ({paths.root})")])
+                      x509.NameAttribute(NameOID.COMMON_NAME, f"kumo local CA {_short_hash(str(paths.root))}")])
     now = dt.datetime.now(dt.timezone.utc)
     cert = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
