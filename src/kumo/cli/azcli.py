@@ -89,6 +89,7 @@ def ensure_az_ready(settings: Settings, endpoint: str, az: str) -> dict[str, str
     say(f"logging in as service principal {ident.client_id}")
     _az(az, env, "login", "--service-principal", "-u", ident.client_id, "-p", ident.client_secret,
         "--tenant", ident.tenant_id)
+    _az(az, env, "account", "set", "--subscription", ident.subscription_id)
     marker.write_text(json.dumps(want))
     return env
 

@@ -8,7 +8,8 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,48 @@ def database_url(url: str | None, sqlite_path: Path) -> str:
     return u.render_as_string(hide_password=False)
 
 
+class ResourceCache:
+    """Committed resource rows by key, so point reads (every ARM GET) need no database round trip.
+    Only this process writes resource rows (one server per data dir), and it updates the cache
+    after each commit, so the cache never holds a state the database does not."""
+
+    def __init__(self, max_items: int = 100_000) -> None:
+        self.max_items = max_items
+        self._rows: dict[str, tuple[Resource, str]] = {}
+        self.epoch = 0  # bumped by every commit that changed resources
+
+    def get(self, key: str) -> Resource | None:
+        hit = self._rows.get(key)
+        if hit is None:
+            return None
+        template, body = hit
+        return replace(template, body=json.loads(body))
+
+    def put(self, r: Resource) -> None:
+        if len(self._rows) >= self.max_items:
+            self._rows.pop(next(iter(self._rows)))  # evict the oldest entry
+        self._rows[r.key] = (replace(r, body={}), r.body_json())
+
+    def fill(self, r: Resource, epoch: int) -> None:
+        """Cache a row read from the database, unless a commit since the read may have changed it."""
+        if epoch == self.epoch:
+            self.put(r)
+
+    def apply(self, changes: dict[str, Resource | None]) -> None:
+        if changes:
+            self.epoch += 1
+        for key, r in changes.items():
+            if r is None:
+                self._rows.pop(key, None)
+            else:
+                self.put(r)
+
+
 class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
+        self.cache = ResourceCache()
         # SQLite allows one writer: serialise this process's write transactions here rather than
         # let them fail with "database is locked" (other processes wait on busy_timeout).
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
@@ -66,7 +105,7 @@ class Store:
             engine = create_async_engine(dsn, pool_size=10)
         store = cls(engine)
         async with store.write() as tx:
-            await tx.conn.run_sync(migrate)
+            await (await tx.connection()).run_sync(migrate)
         return store
 
     async def close(self) -> None:
@@ -74,31 +113,59 @@ class Store:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator["Tx"]:
-        async with self.engine.connect() as conn:
-            async with conn.begin():
-                yield Tx(conn)
+        tx = Tx(self, write=False)
+        try:
+            yield tx
+        finally:
+            await tx.end(commit=False)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator["Tx"]:
-        if self._write_lock is None:
-            async with self.engine.begin() as conn:
-                yield Tx(conn)
-            return
-        async with self._write_lock:
-            async with self.engine.connect() as conn:
-                conn.sync_connection.info["write"] = True  # type: ignore[union-attr]
-                try:
-                    async with conn.begin():
-                        yield Tx(conn)
-                finally:
-                    conn.sync_connection.info.pop("write", None)  # type: ignore[union-attr]
+        async with self._write_lock or nullcontext():
+            tx = Tx(self, write=True)
+            try:
+                yield tx
+            except BaseException:
+                await tx.end(commit=False)
+                raise
+            await tx.end(commit=True)
+            self.cache.apply(tx.changes)
 
 
 class Tx:
-    """One transaction. Methods are grouped by table."""
+    """One transaction, opened lazily: a read answered from the cache touches no database.
+    Methods are grouped by table."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
+    def __init__(self, store: Store, *, write: bool) -> None:
+        self.store = store
+        self.write = write
+        self.changes: dict[str, Resource | None] = {}  # resource writes, applied to the cache on commit
+        self._conn: AsyncConnection | None = None
+
+    async def connection(self) -> AsyncConnection:
+        if self._conn is None:
+            conn = await self.store.engine.connect()
+            if self.write:
+                conn.sync_connection.info["write"] = True  # type: ignore[union-attr]
+            await conn.begin()
+            self._conn = conn
+        return self._conn
+
+    async def end(self, *, commit: bool) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if commit:
+                await conn.commit()
+            else:
+                await conn.rollback()
+        finally:
+            conn.sync_connection.info.pop("write", None)  # type: ignore[union-attr]
+            await conn.close()
+
+    async def execute(self, statement: Any) -> Any:
+        return await (await self.connection()).execute(statement)
 
     # -- resources -------------------------------------------------------------------------
     @staticmethod
@@ -111,8 +178,19 @@ class Tx:
         )
 
     async def get_resource(self, key: str) -> Resource | None:
-        row = (await self.conn.execute(select(s.resources).where(s.resources.c.key == key))).first()
-        return self._resource(row) if row else None
+        if key in self.changes:
+            pending = self.changes[key]
+            return replace(pending, body=json.loads(pending.body_json())) if pending else None
+        if (cached := self.store.cache.get(key)) is not None:
+            return cached
+        epoch = self.store.cache.epoch
+        row = (await self.execute(select(s.resources).where(s.resources.c.key == key))).first()
+        if row is None:
+            return None
+        resource = self._resource(row)
+        if not self.write:
+            self.store.cache.fill(resource, epoch)
+        return resource
 
     async def put_resource(self, r: Resource) -> Resource:
         now = time.time()
@@ -123,14 +201,16 @@ class Tx:
             provisioning_state=r.provisioning_state, desired_gen=r.desired_gen, observed_gen=r.observed_gen,
             updated_at=now,
         )
-        res = await self.conn.execute(update(s.resources).where(s.resources.c.key == r.key).values(**values))
+        res = await self.execute(update(s.resources).where(s.resources.c.key == r.key).values(**values))
         if res.rowcount == 0:
             r.created_at = r.created_at or now
-            await self.conn.execute(s.resources.insert().values(key=r.key, created_at=r.created_at, **values))
+            await self.execute(s.resources.insert().values(key=r.key, created_at=r.created_at, **values))
+        self.changes[r.key] = replace(r, body=json.loads(r.body_json()))
         return r
 
     async def delete_resource(self, key: str) -> bool:
-        res = await self.conn.execute(delete(s.resources).where(s.resources.c.key == key))
+        res = await self.execute(delete(s.resources).where(s.resources.c.key == key))
+        self.changes[key] = None
         return res.rowcount > 0
 
     async def list_resources(
@@ -162,11 +242,11 @@ class Tx:
         q = select(s.resources).where(and_(*conds)).order_by(c.key)
         if limit is not None:
             q = q.limit(limit)
-        return [self._resource(r) for r in await self.conn.execute(q)]
+        return [self._resource(r) for r in await self.execute(q)]
 
     async def resources_by_state(self, states: tuple[str, ...]) -> list[Resource]:
         q = select(s.resources).where(s.resources.c.provisioning_state.in_(states))
-        return [self._resource(r) for r in await self.conn.execute(q)]
+        return [self._resource(r) for r in await self.execute(q)]
 
     # -- operations ------------------------------------------------------------------------
     @staticmethod
@@ -181,7 +261,7 @@ class Tx:
 
     async def add_operation(self, op: Operation) -> Operation:
         op.created_at = op.created_at or time.time()
-        await self.conn.execute(s.operations.insert().values(
+        await self.execute(s.operations.insert().values(
             id=op.id, subscription_id=op.subscription_id, namespace=op.namespace, location=op.location,
             kind=op.kind, resource_key=op.resource_key, params=_dumps(op.params), status=op.status,
             percent_complete=op.percent_complete, created_at=op.created_at,
@@ -189,16 +269,16 @@ class Tx:
         return op
 
     async def get_operation(self, op_id: str) -> Operation | None:
-        row = (await self.conn.execute(select(s.operations).where(s.operations.c.id == op_id))).first()
+        row = (await self.execute(select(s.operations).where(s.operations.c.id == op_id))).first()
         return self._operation(row) if row else None
 
     async def set_operation_progress(self, op_id: str, percent: float) -> None:
-        await self.conn.execute(update(s.operations).where(s.operations.c.id == op_id)
+        await self.execute(update(s.operations).where(s.operations.c.id == op_id)
                                 .values(percent_complete=percent))
 
     async def finish_operation(self, op_id: str, status: str, *, result: Any = None,
                                error: dict[str, Any] | None = None, error_status: int | None = None) -> None:
-        await self.conn.execute(update(s.operations).where(s.operations.c.id == op_id).values(
+        await self.execute(update(s.operations).where(s.operations.c.id == op_id).values(
             status=status, percent_complete=100.0, ended_at=time.time(),
             result=_dumps(result) if result is not None else None,
             error=_dumps(error) if error else None, error_status=error_status,
@@ -206,57 +286,57 @@ class Tx:
 
     async def unfinished_operations(self) -> list[Operation]:
         q = select(s.operations).where(s.operations.c.status == "InProgress").order_by(s.operations.c.created_at)
-        return [self._operation(r) for r in await self.conn.execute(q)]
+        return [self._operation(r) for r in await self.execute(q)]
 
     async def operations_for(self, resource_key: str) -> list[Operation]:
         q = select(s.operations).where(s.operations.c.resource_key == resource_key).order_by(s.operations.c.created_at)
-        return [self._operation(r) for r in await self.conn.execute(q)]
+        return [self._operation(r) for r in await self.execute(q)]
 
     # -- events ----------------------------------------------------------------------------
     async def add_event(self, resource_key: str, kind: str, message: str) -> None:
-        await self.conn.execute(s.events.insert().values(resource_key=resource_key, time=time.time(),
+        await self.execute(s.events.insert().values(resource_key=resource_key, time=time.time(),
                                                          kind=kind, message=message))
 
     async def events_for(self, resource_key: str) -> list[Event]:
         q = select(s.events).where(s.events.c.resource_key == resource_key).order_by(s.events.c.seq)
-        return [Event(r.resource_key, r.time, r.kind, r.message) for r in await self.conn.execute(q)]
+        return [Event(r.resource_key, r.time, r.kind, r.message) for r in await self.execute(q)]
 
     # -- directory: tenants, subscriptions, principals, roles -------------------------------
     async def add_tenant(self, t: Tenant) -> Tenant:
-        await self.conn.execute(s.tenants.insert().values(id=t.id, display_name=t.display_name,
+        await self.execute(s.tenants.insert().values(id=t.id, display_name=t.display_name,
                                                           default_domain=t.default_domain, created_at=time.time()))
         return t
 
     async def get_tenant(self, tenant_id: str) -> Tenant | None:
-        row = (await self.conn.execute(select(s.tenants).where(s.tenants.c.id == tenant_id.lower()))).first()
+        row = (await self.execute(select(s.tenants).where(s.tenants.c.id == tenant_id.lower()))).first()
         return Tenant(row.id, row.display_name, row.default_domain) if row else None
 
     async def list_tenants(self) -> list[Tenant]:
-        rows = await self.conn.execute(select(s.tenants).order_by(s.tenants.c.created_at))
+        rows = await self.execute(select(s.tenants).order_by(s.tenants.c.created_at))
         return [Tenant(r.id, r.display_name, r.default_domain) for r in rows]
 
     async def add_subscription(self, sub: Subscription) -> Subscription:
-        await self.conn.execute(s.subscriptions.insert().values(
+        await self.execute(s.subscriptions.insert().values(
             id=sub.id, tenant_id=sub.tenant_id, display_name=sub.display_name, state=sub.state,
             created_at=time.time()))
         return sub
 
     async def get_subscription(self, sub_id: str) -> Subscription | None:
-        row = (await self.conn.execute(select(s.subscriptions).where(s.subscriptions.c.id == sub_id.lower()))).first()
+        row = (await self.execute(select(s.subscriptions).where(s.subscriptions.c.id == sub_id.lower()))).first()
         return Subscription(row.id, row.tenant_id, row.display_name, row.state) if row else None
 
     async def list_subscriptions(self) -> list[Subscription]:
-        rows = await self.conn.execute(select(s.subscriptions).order_by(s.subscriptions.c.created_at))
+        rows = await self.execute(select(s.subscriptions).order_by(s.subscriptions.c.created_at))
         return [Subscription(r.id, r.tenant_id, r.display_name, r.state) for r in rows]
 
     async def add_principal(self, p: Principal) -> Principal:
-        await self.conn.execute(s.principals.insert().values(
+        await self.execute(s.principals.insert().values(
             object_id=p.object_id, app_id=p.app_id, tenant_id=p.tenant_id, display_name=p.display_name,
             kind=p.kind, secret_hash=p.secret_hash, created_at=time.time()))
         return p
 
     async def _principal_where(self, cond: Any) -> Principal | None:
-        row = (await self.conn.execute(select(s.principals).where(cond))).first()
+        row = (await self.execute(select(s.principals).where(cond))).first()
         if not row:
             return None
         return Principal(row.object_id, row.app_id, row.tenant_id, row.display_name, row.kind, row.secret_hash)
@@ -271,23 +351,23 @@ class Tx:
         return await self._principal_where(s.principals.c.display_name == name)
 
     async def add_role_assignment(self, ra: RoleAssignment) -> RoleAssignment:
-        await self.conn.execute(s.role_assignments.insert().values(
+        await self.execute(s.role_assignments.insert().values(
             id=ra.id, principal_id=ra.principal_id, scope=ra.scope.lower(), role=ra.role, created_at=time.time()))
         return ra
 
     async def role_assignments_of(self, principal_id: str) -> list[RoleAssignment]:
         q = select(s.role_assignments).where(s.role_assignments.c.principal_id == principal_id)
-        return [RoleAssignment(r.id, r.principal_id, r.scope, r.role) for r in await self.conn.execute(q)]
+        return [RoleAssignment(r.id, r.principal_id, r.scope, r.role) for r in await self.execute(q)]
 
     # -- resource provider registrations ----------------------------------------------------
     async def provider_states(self, subscription_id: str) -> dict[str, str]:
         q = select(s.provider_registrations).where(s.provider_registrations.c.subscription_id == subscription_id)
-        return {r.namespace: r.state for r in await self.conn.execute(q)}
+        return {r.namespace: r.state for r in await self.execute(q)}
 
     async def set_provider_state(self, subscription_id: str, namespace: str, state: str) -> None:
         t = s.provider_registrations
         key = and_(t.c.subscription_id == subscription_id, t.c.namespace == namespace.lower())
-        res = await self.conn.execute(update(t).where(key).values(state=state))
+        res = await self.execute(update(t).where(key).values(state=state))
         if res.rowcount == 0:
-            await self.conn.execute(t.insert().values(subscription_id=subscription_id,
+            await self.execute(t.insert().values(subscription_id=subscription_id,
                                                       namespace=namespace.lower(), state=state))
