@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -14,47 +16,59 @@ from kumo.identity.tokens import TokenError, TokenSigner
 from kumo.store import Operation, Resource, Store
 
 
-async def test_store_resources_operations_and_events(tmp_path: Path) -> None:
-    store = await Store.open(None, tmp_path / "kumo.db")
+# The store's API must behave the same on every backend: SQLite always, PostgreSQL when
+# KUMO_TEST_DATABASE_URL names a database these tests may fill (e.g. postgresql://kumo:kumo@localhost/kumo_t).
+BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("KUMO_TEST_DATABASE_URL") else [])
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest) -> str | None:
+    return os.environ["KUMO_TEST_DATABASE_URL"] if request.param == "postgresql" else None
+
+
+async def test_store_resources_operations_and_events(tmp_path: Path, db_url: str | None) -> None:
+    store = await Store.open(db_url, tmp_path / "kumo.db")
     try:
-        r = Resource(key="/subscriptions/s/resourcegroups/rg", id="/subscriptions/s/resourceGroups/rg",
-                     subscription_id="s", resource_group="rg", type="microsoft.resources/resourcegroups",
+        sub = uuid.uuid4().hex[:12]  # a fresh scope, so reruns against a kept database do not collide
+        r = Resource(key=f"/subscriptions/{sub}/resourcegroups/rg", id=f"/subscriptions/{sub}/resourceGroups/rg",
+                     subscription_id=sub, resource_group="rg", type="microsoft.resources/resourcegroups",
                      name="rg", body={"name": "rg"}, location="local")
         async with store.write() as tx:
             await tx.put_resource(r)
             await tx.add_event(r.key, "Created", "test")
-            await tx.add_operation(Operation("op1", "s", "Microsoft.Resources", "local", "k", r.key))
+            await tx.add_operation(Operation(sub, sub, "Microsoft.Resources", "local", "k", r.key))
         async with store.read() as tx:
             got = await tx.get_resource(r.key)
             assert got is not None and got.body == {"name": "rg"} and got.created_at > 0
             assert [e.kind for e in await tx.events_for(r.key)] == ["Created"]
-            assert [o.id for o in await tx.unfinished_operations()] == ["op1"]
+            assert sub in [o.id for o in await tx.unfinished_operations()]
         async with store.write() as tx:
-            await tx.finish_operation("op1", "Succeeded", result={"ok": True})
+            await tx.finish_operation(sub, "Succeeded", result={"ok": True})
         async with store.read() as tx:
-            op = await tx.get_operation("op1")
+            op = await tx.get_operation(sub)
             assert op is not None and op.done and op.result == {"ok": True}
-            assert await tx.unfinished_operations() == []
+            assert sub not in [o.id for o in await tx.unfinished_operations()]
     finally:
         await store.close()
     # Re-opening runs no migration twice and keeps the data.
-    again = await Store.open(None, tmp_path / "kumo.db")
+    again = await Store.open(db_url, tmp_path / "kumo.db")
     try:
         async with again.read() as tx:
-            assert await tx.get_resource("/subscriptions/s/resourcegroups/rg") is not None
+            assert await tx.get_resource(r.key) is not None
     finally:
         await again.close()
 
 
-async def test_a_failed_write_transaction_leaves_nothing(tmp_path: Path) -> None:
-    store = await Store.open(None, tmp_path / "kumo.db")
+async def test_a_failed_write_transaction_leaves_nothing(tmp_path: Path, db_url: str | None) -> None:
+    store = await Store.open(db_url, tmp_path / "kumo.db")
+    key = uuid.uuid4().hex
     try:
         with pytest.raises(RuntimeError):
             async with store.write() as tx:
-                await tx.add_event("k", "x", "y")
+                await tx.add_event(key, "x", "y")
                 raise RuntimeError("boom")
         async with store.read() as tx:
-            assert await tx.events_for("k") == []
+            assert await tx.events_for(key) == []
     finally:
         await store.close()
 
