@@ -8,6 +8,7 @@ up: setup
 	.venv/bin/kumo up
 
 test: setup
+	.venv/bin/ruff check src tests bench
 	.venv/bin/python -m pytest -q tests
 
 test-quick: setup

@@ -10,7 +10,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,4 +138,4 @@ def resource_client(kumo: KumoServer, sdk_credential: Any) -> Any:
 
 
 def unique(prefix: str) -> str:
-    return f"{prefix}{int(time.time() * 1000) % 10**8}{os.getpid() % 1000}"
+    return f"{prefix}{uuid.uuid4().hex[:10]}"

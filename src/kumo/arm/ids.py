@@ -85,7 +85,7 @@ class ResourceId:
         base = f"/subscriptions/{self.subscription}"
         if self.resource_group is not None:
             base += f"/resourceGroups/{self.resource_group}"
-        segs = [f"{t}/{n}" for t, n in zip(self.types, self.names)]
+        segs = [f"{t}/{n}" for t, n in zip(self.types, self.names, strict=True)]
         return f"{base}/providers/{self.namespace}/" + "/".join(segs)
 
     @property

@@ -132,8 +132,8 @@ class Operations:
 
     @staticmethod
     def status_body(op: Operation, status_url: str) -> dict[str, Any]:
-        body: dict[str, Any] = {"id": urlsplit(status_url).path, "name": op.id, "status": op.status, "startTime": iso(op.created_at),
-                                "percentComplete": round(op.percent_complete, 1)}
+        body: dict[str, Any] = {"id": urlsplit(status_url).path, "name": op.id, "status": op.status,
+                                "startTime": iso(op.created_at), "percentComplete": round(op.percent_complete, 1)}
         if op.ended_at:
             body["endTime"] = iso(op.ended_at)
         if op.error:

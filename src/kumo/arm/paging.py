@@ -68,7 +68,8 @@ async def keyset_page(
     return {"value": [view(i) for i in kept]}
 
 
-def static_page(ctx: RequestContext, items: list[dict[str, Any]], key: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
+def static_page(ctx: RequestContext, items: list[dict[str, Any]],
+                key: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
     """Paging over a list computed in memory (subscriptions, providers, locations)."""
     size = page_size(ctx)
     token = ctx.query("$skiptoken")

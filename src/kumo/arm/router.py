@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from starlette.responses import Response
 
 from kumo.arm import ids
@@ -88,17 +91,7 @@ async def _resource_group_level(ctx: RequestContext, sub: str, rg: str, tail: tu
         return await _only(ctx, "GET", generic.list_generic(ctx, sub, rg))
     if tail:
         raise no_route(ctx)
-    if m == "PUT":
-        return await resource_groups.put(ctx, sub, rg)
-    if m == "GET":
-        return await resource_groups.get(ctx, sub, rg)
-    if m == "HEAD":
-        return await resource_groups.head(ctx, sub, rg)
-    if m == "PATCH":
-        return await resource_groups.patch(ctx, sub, rg)
-    if m == "DELETE":
-        return await resource_groups.delete(ctx, sub, rg)
-    raise method_not_allowed(ctx)
+    return await _by_method(ctx, RESOURCE_GROUP_METHODS, sub, rg)
 
 
 async def _subscription_provider_level(ctx: RequestContext, sub: str, namespace: str,
@@ -165,12 +158,22 @@ async def _resource(ctx: RequestContext, sub: str, rg: str, namespace: str, rest
         return await lifecycle.run_action(ctx, rid, handler, extra[0])
     if extra:
         raise _unknown_type(ctx, namespace, "/".join((*rid.types, extra[0])))
-    if m == "PUT":
-        return await lifecycle.put(ctx, rid, handler)
-    if m in READ_METHODS:
-        return await lifecycle.get(ctx, rid, handler)
-    if m == "PATCH":
-        return await lifecycle.patch(ctx, rid, handler)
-    if m == "DELETE":
-        return await lifecycle.delete(ctx, rid, handler)
-    raise method_not_allowed(ctx)
+    return await _by_method(ctx, RESOURCE_METHODS, rid, handler)
+
+
+async def _by_method(ctx: RequestContext, table: dict[str, Callable[..., Awaitable[Response]]],
+                     *args: Any) -> Response:
+    handler = table.get(ctx.method)
+    if handler is None:
+        raise method_not_allowed(ctx)
+    return await handler(ctx, *args)
+
+
+RESOURCE_GROUP_METHODS: dict[str, Callable[..., Awaitable[Response]]] = {
+    "PUT": resource_groups.put, "GET": resource_groups.get, "HEAD": resource_groups.head,
+    "PATCH": resource_groups.patch, "DELETE": resource_groups.delete,
+}
+RESOURCE_METHODS: dict[str, Callable[..., Awaitable[Response]]] = {
+    "PUT": lifecycle.put, "GET": lifecycle.get, "HEAD": lifecycle.get,
+    "PATCH": lifecycle.patch, "DELETE": lifecycle.delete,
+}

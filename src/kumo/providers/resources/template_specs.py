@@ -4,7 +4,7 @@ resource in Azure too (no host effects), answered synchronously as Azure does.""
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar
+from typing import Any
 
 from kumo.arm.errors import bad_request
 from kumo.arm.ids import ResourceId
@@ -16,14 +16,19 @@ NAME_RULE = "The name can only contain letters, digits, '-', '.', '(', ')' and '
 API_VERSIONS = ("2022-02-01", "2021-05-01", "2021-03-01-preview")
 
 
-class TemplateSpecs(ResourceType):
-    # 1. the ARM type
+class _TemplateSpecFamily(ResourceType):
+    """What template specs and their versions share: namespace, api-versions, naming, synchronous PUT."""
+
     namespace = "Microsoft.Resources"
-    type_path = ("templateSpecs",)
     api_versions = API_VERSIONS
     long_running = False
     name_pattern = NAME
     name_rule = NAME_RULE
+
+
+class TemplateSpecs(_TemplateSpecFamily):
+    # 1. the ARM type
+    type_path = ("templateSpecs",)
 
     # 2. normalise + validate
     def normalise(self, rid: ResourceId, body: dict[str, Any], existing: Resource | None) -> dict[str, Any]:
@@ -36,13 +41,8 @@ class TemplateSpecs(ResourceType):
         return {"properties": keep}
 
 
-class TemplateSpecVersions(ResourceType):
-    namespace = "Microsoft.Resources"
+class TemplateSpecVersions(_TemplateSpecFamily):
     type_path = ("templateSpecs", "versions")
-    api_versions = API_VERSIONS
-    long_running = False
-    name_pattern = NAME
-    name_rule = NAME_RULE
 
     def normalise(self, rid: ResourceId, body: dict[str, Any], existing: Resource | None) -> dict[str, Any]:
         props = super().normalise(rid, body, existing)["properties"]
