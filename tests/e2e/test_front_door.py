@@ -140,3 +140,19 @@ def test_subscriptions_tenants_locations_and_providers(kumo: KumoServer, http) -
     assert http.put(ts, params=API, json={"location": "local"}).status_code == 201
     assert http.get("/providers/Microsoft.Resources", params=API).status_code == 200
     http.delete(f"{_sub(kumo)}/resourcegroups/{rg}", params=API)
+
+
+def test_patch_merges_properties_and_replaces_tags(kumo: KumoServer, http) -> None:
+    rg = unique("rgpatch")
+    http.put(f"{_sub(kumo)}/resourcegroups/{rg}", params=API, json={"location": "local"})
+    url = f"{_sub(kumo)}/resourcegroups/{rg}/providers/Microsoft.Resources/templateSpecs/spec"
+    ts_api = {"api-version": "2022-02-01"}
+    created = http.put(url, params=ts_api, json={"location": "local", "tags": {"a": "1"},
+                                                 "properties": {"description": "d", "displayName": "n"}})
+    assert created.status_code == 201
+    r = http.patch(url, params=ts_api, json={"tags": {"b": "2"}, "properties": {"description": "changed"}})
+    assert r.status_code == 200
+    body = http.get(url, params=ts_api).json()
+    assert body["tags"] == {"b": "2"}
+    assert body["properties"]["description"] == "changed" and body["properties"]["displayName"] == "n"
+    http.delete(f"{_sub(kumo)}/resourcegroups/{rg}", params=API)

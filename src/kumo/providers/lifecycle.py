@@ -68,8 +68,13 @@ def with_state(body: dict[str, Any], state: str) -> dict[str, Any]:
 
 
 async def put(ctx: "RequestContext", rid: ResourceId, handler: ResourceType) -> Response:
+    return await apply(ctx, rid, handler, await ctx.object_body())
+
+
+async def apply(ctx: "RequestContext", rid: ResourceId, handler: ResourceType,
+                request_body: dict[str, Any]) -> Response:
+    """Make `request_body` the resource's desired state (PUT, and PATCH after merging)."""
     services = ctx.services
-    request_body = await ctx.object_body()
     if not handler.name_pattern.match(rid.name):
         raise bad_request("InvalidResourceName", f"Resource name {rid.name} is invalid. {handler.name_rule}")
     async with services.store.read() as tx:
@@ -156,8 +161,7 @@ async def patch(ctx: "RequestContext", rid: ResourceId, handler: ResourceType) -
     merged = merge_patch(existing.body, body)
     if "tags" in body and body["tags"] is not None:
         merged["tags"] = body["tags"]  # ARM replaces the whole tag set on PATCH
-    ctx._body = merged  # the PUT path reads the merged body
-    response = await put(ctx, rid, handler)
+    response = await apply(ctx, rid, handler, merged)
     response.status_code = 200
     return response
 
