@@ -12,6 +12,7 @@ import secrets
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
@@ -36,6 +37,15 @@ Say = Callable[[str], None]
 
 class StartupError(Exception):
     """Something the user must fix before kumo can start; the message says how."""
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn re-raises SIGINT/SIGTERM once it has shut down, which would cancel kumo's own cleanup
+    (operations, store, run file); kumo stops on the signal and then exits normally instead."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
 
 
 def build_registry() -> ProviderRegistry:
@@ -117,7 +127,7 @@ async def serve(settings: Settings, say: Say = print) -> None:
     config = uvicorn.Config(build_app(services), ssl_certfile=str(paths.server_cert),
                             ssl_keyfile=str(paths.server_key), log_level="warning", access_log=False,
                             lifespan="off", timeout_keep_alive=120, loop="none")
-    server = uvicorn.Server(config)
+    server = _Uvicorn(config)
     paths.run_file.write_text(json.dumps({"pid": os.getpid(), "host": settings.host, "port": settings.port,
                                           "endpoint": settings.endpoint}))
     say(f"kumo is serving Azure Resource Manager at {settings.endpoint} (data in {paths.root})")
@@ -128,6 +138,7 @@ async def serve(settings: Settings, say: Say = print) -> None:
         await services.store.close()
         paths.run_file.unlink(missing_ok=True)
         os.close(lock_fd)
+        say("kumo stopped")
 
 
 def run(settings: Settings) -> None:
