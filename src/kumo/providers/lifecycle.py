@@ -176,17 +176,24 @@ async def delete(ctx: "RequestContext", rid: ResourceId, handler: ResourceType) 
     if not handler.long_running:
         await delete_tree(services, resource)
         return Response(status_code=200)
-    op = services.operations.new(subscription_id=rid.subscription, namespace=handler.namespace,
-                                 location=resource.location or home_location(),
-                                 kind="resource.delete", resource_key=rid.key)
+    return await begin_delete(ctx, rid.key, namespace=handler.namespace, kind="resource.delete") \
+        or Response(status_code=204)
+
+
+async def begin_delete(ctx: "RequestContext", key: str, *, namespace: str, kind: str) -> Response | None:
+    """Mark the resource Deleting and start the operation `kind` that removes it: 202 with the
+    operation's URLs, or None when the resource is already gone."""
+    services = ctx.services
     async with services.store.write() as tx:
-        current = await tx.get_resource(rid.key)
-        if current is None:
-            return Response(status_code=204)
-        current.provisioning_state = "Deleting"
-        current.body = with_state(current.body, "Deleting")
-        await tx.put_resource(current)
-        await tx.add_event(rid.key, "Deleting", f"DELETE by {ctx.caller.app_id}")
+        resource = await tx.get_resource(key)
+        if resource is None:
+            return None
+        op = services.operations.new(subscription_id=resource.subscription_id, namespace=namespace,
+                                     location=resource.location or home_location(), kind=kind, resource_key=key)
+        resource.provisioning_state = "Deleting"
+        resource.body = with_state(resource.body, "Deleting")
+        await tx.put_resource(resource)
+        await tx.add_event(key, "Deleting", f"DELETE by {ctx.caller.app_id}")
         await tx.add_operation(op)
     services.operations.launch(op)
     return Response(status_code=202, headers=services.operations.headers(op, ctx.base_url, ctx.api_version,

@@ -13,8 +13,8 @@ from kumo.arm.errors import ArmError, bad_request, resource_group_not_found
 from kumo.arm.ids import resource_group_id, resource_group_key
 from kumo.arm.lro import OperationRun
 from kumo.arm.paging import keyset_page
-from kumo.providers.lifecycle import RESOURCE_GROUP_TYPE, check_tags, delete_tree, with_state
-from kumo.providers.resources.locations import home_location, normalise_location
+from kumo.providers.lifecycle import RESOURCE_GROUP_TYPE, begin_delete, check_tags, delete_tree
+from kumo.providers.resources.locations import normalise_location
 from kumo.store import Resource
 
 if TYPE_CHECKING:
@@ -114,23 +114,11 @@ async def patch(ctx: "RequestContext", subscription: str, name: str) -> Response
 
 
 async def delete(ctx: "RequestContext", subscription: str, name: str) -> Response:
-    services = ctx.services
-    key = resource_group_key(subscription, name)
-    async with services.store.write() as tx:
-        rg = await tx.get_resource(key)
-        if rg is None:
-            raise resource_group_not_found(name)
-        op = services.operations.new(subscription_id=subscription.lower(), namespace="Microsoft.Resources",
-                                     location=rg.location or home_location(), kind="resourceGroups.delete",
-                                     resource_key=key)
-        rg.provisioning_state = "Deleting"
-        rg.body = with_state(rg.body, "Deleting")
-        await tx.put_resource(rg)
-        await tx.add_event(key, "Deleting", f"DELETE by {ctx.caller.app_id}")
-        await tx.add_operation(op)
-    services.operations.launch(op)
-    return Response(status_code=202, headers=services.operations.headers(op, ctx.base_url, ctx.api_version,
-                                                                         location=True))
+    started = await begin_delete(ctx, resource_group_key(subscription, name), namespace="Microsoft.Resources",
+                                 kind="resourceGroups.delete")
+    if started is None:
+        raise resource_group_not_found(name)
+    return started
 
 
 async def delete_operation(run: OperationRun) -> None:
