@@ -78,7 +78,7 @@ async def apply(ctx: "RequestContext", rid: ResourceId, handler: ResourceType,
     if not handler.name_pattern.match(rid.name):
         raise bad_request("InvalidResourceName", f"Resource name {rid.name} is invalid. {handler.name_rule}")
     async with services.store.read() as tx:
-        rg = await require_resource_group(tx, rid.subscription, rid.resource_group or "", for_write=True)
+        await require_resource_group(tx, rid.subscription, rid.resource_group or "", for_write=True)
         parent = rid.parent
         if parent is not None and await tx.get_resource(parent.key) is None:
             raise not_found(parent.type, "/".join(parent.names), rid.resource_group)
@@ -90,10 +90,10 @@ async def apply(ctx: "RequestContext", rid: ResourceId, handler: ResourceType,
     envelope: dict[str, Any] = {"id": str(rid), "name": rid.name, "type": handler.type}
     location: str | None = None
     if handler.tracked:
-        raw_loc = request_body.get("location") or (existing.location if existing else None) or rg.location
         if not request_body.get("location") and existing is None:
             raise bad_request("LocationRequired", "The location property is required for this definition.",
                               "location")
+        raw_loc = request_body.get("location") or (existing.location if existing else "")
         location = normalise_location(str(raw_loc), handler.type)
         if existing is not None and existing.location and existing.location != location:
             raise ArmError(409, "InvalidResourceLocation",

@@ -36,6 +36,20 @@ def database_url(url: str | None, sqlite_path: Path) -> str:
     return u.render_as_string(hide_password=False)
 
 
+# A resource as kept in memory: its fields with an empty body, and the body as the JSON text the
+# database holds. Serialised once per write; each reader gets its own parsed copy.
+Snapshot = tuple[Resource, str]
+
+
+def freeze(r: Resource, body_json: str) -> Snapshot:
+    return replace(r, body={}), body_json
+
+
+def thaw(snapshot: Snapshot) -> Resource:
+    template, body_json = snapshot
+    return replace(template, body=json.loads(body_json))
+
+
 class ResourceCache:
     """Committed resource rows by key, so point reads (every ARM GET) need no database round trip.
     Only this process writes resource rows (one server per data dir), and it updates the cache
@@ -43,34 +57,31 @@ class ResourceCache:
 
     def __init__(self, max_items: int = 100_000) -> None:
         self.max_items = max_items
-        self._rows: dict[str, tuple[Resource, str]] = {}
+        self._rows: dict[str, Snapshot] = {}
         self.epoch = 0  # bumped by every commit that changed resources
 
     def get(self, key: str) -> Resource | None:
         hit = self._rows.get(key)
-        if hit is None:
-            return None
-        template, body = hit
-        return replace(template, body=json.loads(body))
+        return thaw(hit) if hit is not None else None
 
-    def put(self, r: Resource) -> None:
+    def _put(self, snapshot: Snapshot) -> None:
         if len(self._rows) >= self.max_items:
             self._rows.pop(next(iter(self._rows)))  # evict the oldest entry
-        self._rows[r.key] = (replace(r, body={}), r.body_json())
+        self._rows[snapshot[0].key] = snapshot
 
-    def fill(self, r: Resource, epoch: int) -> None:
+    def fill(self, snapshot: Snapshot, epoch: int) -> None:
         """Cache a row read from the database, unless a commit since the read may have changed it."""
         if epoch == self.epoch:
-            self.put(r)
+            self._put(snapshot)
 
-    def apply(self, changes: dict[str, Resource | None]) -> None:
+    def apply(self, changes: dict[str, Snapshot | None]) -> None:
         if changes:
             self.epoch += 1
-        for key, r in changes.items():
-            if r is None:
+        for key, snapshot in changes.items():
+            if snapshot is None:
                 self._rows.pop(key, None)
             else:
-                self.put(r)
+                self._put(snapshot)
 
 
 class Store:
@@ -139,7 +150,7 @@ class Tx:
     def __init__(self, store: Store, *, write: bool) -> None:
         self.store = store
         self.write = write
-        self.changes: dict[str, Resource | None] = {}  # resource writes, applied to the cache on commit
+        self.changes: dict[str, Snapshot | None] = {}  # resource writes, applied to the cache on commit
         self._conn: AsyncConnection | None = None
 
     async def connection(self) -> AsyncConnection:
@@ -180,7 +191,7 @@ class Tx:
     async def get_resource(self, key: str) -> Resource | None:
         if key in self.changes:
             pending = self.changes[key]
-            return replace(pending, body=json.loads(pending.body_json())) if pending else None
+            return thaw(pending) if pending else None
         if (cached := self.store.cache.get(key)) is not None:
             return cached
         epoch = self.store.cache.epoch
@@ -189,15 +200,16 @@ class Tx:
             return None
         resource = self._resource(row)
         if not self.write:
-            self.store.cache.fill(resource, epoch)
+            self.store.cache.fill(freeze(resource, row.body), epoch)
         return resource
 
     async def put_resource(self, r: Resource) -> Resource:
         now = time.time()
         r.updated_at = now
+        body_json = r.body_json()
         values = dict(
             id=r.id, subscription_id=r.subscription_id, resource_group=r.resource_group, type=r.type,
-            name=r.name, parent_key=r.parent_key, location=r.location, body=r.body_json(),
+            name=r.name, parent_key=r.parent_key, location=r.location, body=body_json,
             provisioning_state=r.provisioning_state, desired_gen=r.desired_gen, observed_gen=r.observed_gen,
             updated_at=now,
         )
@@ -205,7 +217,7 @@ class Tx:
         if res.rowcount == 0:
             r.created_at = r.created_at or now
             await self.execute(s.resources.insert().values(key=r.key, created_at=r.created_at, **values))
-        self.changes[r.key] = replace(r, body=json.loads(r.body_json()))
+        self.changes[r.key] = freeze(r, body_json)
         return r
 
     async def delete_resource(self, key: str) -> bool:
