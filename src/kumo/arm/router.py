@@ -69,13 +69,12 @@ async def _subscription_level(ctx: RequestContext, sub: str, tail: tuple[str, ..
         return await _only(ctx, "GET", subscriptions.get_subscription(ctx, sub))
     if tail == ("locations",):
         return await _only(ctx, "GET", subscriptions.list_locations(ctx, sub))
-    write = ctx.method not in READ_METHODS
-    await ctx.services.auth.authorize(ctx.caller, sub, "Microsoft.Resources/subscriptions/resourceGroups/read",
-                                      write=write)
-    if tail == ("resourcegroups",):
-        return await _only(ctx, "GET", resource_groups.list_groups(ctx, sub))
     if tail == ("providers",):
         return await _only(ctx, "GET", provider_listing.list_for_subscription(ctx, sub))
+    await ctx.services.auth.authorize(ctx.caller, sub, "Microsoft.Resources/subscriptions/resourceGroups/read",
+                                      write=ctx.method not in READ_METHODS)
+    if tail == ("resourcegroups",):
+        return await _only(ctx, "GET", resource_groups.list_groups(ctx, sub))
     if tail == ("resources",):
         return await _only(ctx, "GET", generic.list_generic(ctx, sub, None))
     raise no_route(ctx)
