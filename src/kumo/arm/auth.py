@@ -50,9 +50,9 @@ class Authenticator:
         self._tokens[token] = (claims, float(claims["exp"]))
         return claims
 
-    async def _roles_of(self, object_id: str) -> dict[str, str] | None:
+    async def _roles_of(self, object_id: str, *, fresh: bool = False) -> dict[str, str] | None:
         hit = self._roles.get(object_id)
-        if hit and hit[1] > time.monotonic():
+        if hit and hit[1] > time.monotonic() and not fresh:
             return hit[0]
         async with self.store.read() as tx:
             if await tx.get_principal(object_id) is None:
@@ -109,6 +109,9 @@ class Authenticator:
                            f"'{sub.tenant_id}' associated with this subscription. Please use the authority (URL) "
                            f"for tenant '{sub.tenant_id}' to get the token.")
         role = caller.roles.get(sub.id)
+        if role is None or (write and role == "Reader"):
+            # Refuse only on the store's word, never on the cache's: a role granted a moment ago counts.
+            role = ((await self._roles_of(caller.object_id, fresh=True)) or {}).get(sub.id)
         if role is None or (write and role == "Reader"):
             raise ArmError(403, "AuthorizationFailed",
                            f"The client '{caller.app_id}' with object id '{caller.object_id}' does not have "
