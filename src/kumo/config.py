@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from dataclasses import dataclass, field
@@ -9,6 +10,8 @@ from pathlib import Path
 
 DEFAULT_PORT = 8443
 DEFAULT_HOST = "127.0.0.1"
+# Public IPs live on loopback by default: the host reaches each on any port and nothing leaves it.
+DEFAULT_PUBLIC_IP_POOL = "127.77.0.0/16"
 
 
 def default_data_dir() -> Path:
@@ -94,6 +97,11 @@ class Settings:
     database_url: str | None = field(default_factory=lambda: os.environ.get("KUMO_DATABASE_URL") or None)
     strict_auth: bool = field(default_factory=lambda: os.environ.get("KUMO_STRICT_AUTH", "") in ("1", "true", "yes"))
     page_size: int = field(default_factory=lambda: int(os.environ.get("KUMO_PAGE_SIZE", "100")))
+    public_ip_pool: str = field(default_factory=lambda: os.environ.get("KUMO_PUBLIC_IP_POOL", DEFAULT_PUBLIC_IP_POOL))
+
+    @property
+    def public_network(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(self.public_ip_pool)
 
     @property
     def paths(self) -> Paths:

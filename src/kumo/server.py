@@ -21,12 +21,14 @@ from kumo.arm.auth import Authenticator
 from kumo.arm.context import Services
 from kumo.arm.lro import Operations
 from kumo.config import Settings
+from kumo.controllers.network import NetworkController
 from kumo.identity import directory
 from kumo.identity.endpoints import IdentityService
 from kumo.identity.tls import _write_private, ensure_certificates
 from kumo.identity.tokens import TokenSigner
 from kumo.providers import lifecycle
 from kumo.providers.base import ProviderRegistry, TypeInfo
+from kumo.providers.network import network_interfaces, public_ips, security_groups, virtual_networks
 from kumo.providers.resources import resource_groups, template_specs
 from kumo.store import Store
 
@@ -48,7 +50,7 @@ class _Uvicorn(uvicorn.Server):
         self._captured_signals.clear()
 
 
-def build_registry() -> ProviderRegistry:
+def build_registry(settings: Settings) -> ProviderRegistry:
     registry = ProviderRegistry()
     registry.add_namespace(
         "Microsoft.Resources",
@@ -61,6 +63,11 @@ def build_registry() -> ProviderRegistry:
     )
     registry.add(template_specs.TemplateSpecs())
     registry.add(template_specs.TemplateSpecVersions())
+    pool = settings.public_network
+    for handler in (virtual_networks.VirtualNetworks(), virtual_networks.Subnets(),
+                    network_interfaces.NetworkInterfaces(pool), public_ips.PublicIPAddresses(pool),
+                    security_groups.NetworkSecurityGroups(), security_groups.SecurityRules()):
+        registry.add(handler)
     return registry
 
 
@@ -80,8 +87,9 @@ async def build_services(settings: Settings, say: Say = lambda _m: None) -> Serv
     default = await directory.bootstrap(store, paths.credentials)
     identity = IdentityService(settings, store, signer, default, _msi_secret(paths.msi_secret))
     operations = Operations()
-    services = Services(settings=settings, store=store, operations=operations, providers=build_registry(),
-                        auth=Authenticator(signer, store, identity.arm_audiences), identity=identity)
+    services = Services(settings=settings, store=store, operations=operations, providers=build_registry(settings),
+                        auth=Authenticator(signer, store, identity.arm_audiences), identity=identity,
+                        network=NetworkController(store, paths.root, settings.public_network))
     operations.services = services
     lifecycle.register_operations(services)
     resource_groups.register_operations(services)
@@ -121,6 +129,9 @@ async def serve(settings: Settings, say: Say = print) -> None:
     sock = _bind(settings)
     services = await build_services(settings, say)
     paths = settings.paths
+    await services.network.start()
+    if services.network.unavailable:
+        say(f"virtual networks are unavailable: {services.network.unavailable}")
     resumed = await services.operations.resume()
     if resumed:
         say(f"resumed {resumed} unfinished operation(s)")
@@ -135,6 +146,7 @@ async def serve(settings: Settings, say: Say = print) -> None:
         await server.serve(sockets=[sock])
     finally:
         await services.operations.drain()
+        await services.network.close()
         await services.store.close()
         paths.run_file.unlink(missing_ok=True)
         os.close(lock_fd)

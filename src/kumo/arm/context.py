@@ -16,6 +16,7 @@ from kumo.store import Store
 if TYPE_CHECKING:
     from kumo.arm.auth import Authenticator, Caller
     from kumo.arm.lro import Operations
+    from kumo.controllers.network import NetworkController
     from kumo.identity.endpoints import IdentityService
     from kumo.providers.base import ProviderRegistry
 
@@ -32,6 +33,7 @@ class Services:
     providers: "ProviderRegistry"
     auth: "Authenticator"
     identity: "IdentityService"
+    network: "NetworkController"
 
 
 def _depth(value: Any, limit: int) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import sys
@@ -14,7 +15,7 @@ import click
 
 from kumo import backends
 from kumo.cli import azcli, daemon
-from kumo.config import DEFAULT_HOST, DEFAULT_PORT, Settings, default_data_dir
+from kumo.config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PUBLIC_IP_POOL, Settings, default_data_dir
 from kumo.identity import directory
 from kumo.identity.directory import DefaultIdentity
 
@@ -65,6 +66,16 @@ def cli() -> None:
     """kumo runs Azure's compute services for real on this machine, behind Azure Resource Manager's API."""
 
 
+def _check_pool(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    try:
+        net = ipaddress.IPv4Network(value)
+    except ValueError as e:
+        raise click.BadParameter(f"{value} is not an IPv4 prefix such as 127.77.0.0/16 ({e})") from None
+    if net.num_addresses < 4:
+        raise click.BadParameter("the pool needs at least 4 addresses (a /30)")
+    return str(net)
+
+
 @cli.command()
 @data_dir_option
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on.")
@@ -75,14 +86,20 @@ def cli() -> None:
                    "default principal).")
 @click.option("--page-size", type=int, default=None, envvar="KUMO_PAGE_SIZE",
               help="Items per page of list responses (default 100).")
-def up(data_dir: Path | None, host: str, port: int, detach: bool, strict_auth: bool, page_size: int | None) -> None:
+@click.option("--public-ip-pool", default=DEFAULT_PUBLIC_IP_POOL, envvar="KUMO_PUBLIC_IP_POOL", show_default=True,
+              callback=_check_pool, help="IPv4 prefix public IP addresses come from (loopback by default: the host "
+                                         "reaches each on any port and nothing leaves the machine).")
+def up(data_dir: Path | None, host: str, port: int, detach: bool, strict_auth: bool, page_size: int | None,
+       public_ip_pool: str) -> None:
     """Start kumo (in the foreground unless --detach)."""
-    settings = _settings(data_dir, host, port, strict_auth=strict_auth, page_size=page_size or 100)
+    settings = _settings(data_dir, host, port, strict_auth=strict_auth, page_size=page_size or 100,
+                         public_ip_pool=public_ip_pool)
     if (info := daemon.running(settings)) is not None:
         raise click.ClickException(f"kumo is already running for {settings.paths.root} "
                                    f"(pid {info['pid']}, {info['endpoint']})")
     if detach:
-        extra = (["--strict-auth"] if strict_auth else []) + (["--page-size", str(page_size)] if page_size else [])
+        extra = (["--strict-auth"] if strict_auth else []) + (["--page-size", str(page_size)] if page_size else []) \
+            + ["--public-ip-pool", public_ip_pool]
         click.echo(f"starting kumo in the background (log: {settings.paths.log_file}) …")
         try:
             info = daemon.start_detached(settings, extra)

@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from kumo.arm.errors import bad_request
 from kumo.arm.ids import ResourceId
-from kumo.store import Resource
+from kumo.store import Resource, Tx
 
 if TYPE_CHECKING:
     from kumo.arm.context import RequestContext, Services
@@ -59,6 +59,20 @@ class ResourceType:
     async def validate(self, services: "Services", rid: ResourceId, body: dict[str, Any]) -> None:
         return None
 
+    # 2b. inside the PUT's own write transaction, after validation: allocate what the resource holds
+    #     (IP addresses) and keep other resources' references to it in sync. May change
+    #     `resource.body`; an ArmError here rolls the whole write back.
+    async def write_through(self, tx: Tx, resource: Resource, existing: Resource | None) -> None:
+        return None
+
+    # 2c. DELETE: refuse while something still uses the resource (checked before anything changes),
+    #     and drop references to it in the transaction that removes its row.
+    async def check_delete(self, tx: Tx, resource: Resource) -> None:
+        return None
+
+    async def unlink(self, tx: Tx, resource: Resource) -> None:
+        return None
+
     # 3. GET shape (the stored body is already the REST shape; override to add live data).
     def view(self, resource: Resource) -> dict[str, Any]:
         return resource.body
@@ -69,6 +83,10 @@ class ResourceType:
         return None
 
     async def remove(self, services: "Services", resource: Resource) -> None:
+        return None
+
+    # after the row is gone: bring what depended on it (a parent's host objects) up to date
+    async def removed(self, services: "Services", resource: Resource) -> None:
         return None
 
     actions: ClassVar[dict[str, str]] = {}  # lower-case action name -> method name on the class

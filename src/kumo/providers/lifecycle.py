@@ -111,6 +111,7 @@ async def apply(ctx: "RequestContext", rid: ResourceId, handler: ResourceType,
         resource.observed_gen = resource.desired_gen
     op = None
     async with services.store.write() as tx:
+        await handler.write_through(tx, resource, existing)
         await tx.put_resource(resource)
         await tx.add_event(rid.key, "Accepted" if existing is None else "Updated",
                            f"{ctx.method} by {ctx.caller.app_id}")
@@ -173,6 +174,8 @@ async def delete(ctx: "RequestContext", rid: ResourceId, handler: ResourceType) 
         resource = await tx.get_resource(rid.key)
     if resource is None:
         return Response(status_code=204)
+    async with services.store.read() as tx:
+        await handler.check_delete(tx, resource)
     if not handler.long_running:
         await delete_tree(services, resource)
         return Response(status_code=200)
@@ -246,8 +249,13 @@ async def delete_tree(services: "Services", resource: Resource) -> None:
     if handler is not None:
         await handler.remove(services, resource)
     async with services.store.write() as tx:
+        if handler is not None:
+            await handler.unlink(tx, resource)
+        await tx.release(resource.id)
         await tx.delete_resource(resource.key)
         await tx.add_event(resource.key, "Deleted", "resource removed")
+    if handler is not None:
+        await handler.removed(services, resource)
 
 
 async def reconcile_operation(run: OperationRun) -> None:

@@ -18,8 +18,13 @@ def _initial(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=tables)
 
 
+def _allocations(conn: Connection) -> None:
+    schema.metadata.create_all(conn, tables=[schema.allocations])
+
+
 STEPS: list[tuple[int, Step]] = [
     (1, _initial),
+    (2, _allocations),
 ]
 
 

@@ -101,3 +101,12 @@ events = Table(
     Column("kind", String(64), nullable=False),
     Column("message", Text, nullable=False),
 )
+
+allocations = Table(
+    "allocations", metadata,
+    # A numbered thing one resource holds: a private IP in a subnet (pool = the subnet's key), a public
+    # IP from kumo's pool, a host transit address. Unique per pool, so two writers can never share one.
+    Column("pool", Text, primary_key=True),
+    Column("value", BigInteger, primary_key=True),
+    Column("owner", Text, nullable=False, index=True),  # the holding resource's key
+)

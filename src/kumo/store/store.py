@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, delete, event, select, update
+from sqlalchemy import and_, delete, event, func, or_, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -256,6 +256,11 @@ class Tx:
             q = q.limit(limit)
         return [self._resource(r) for r in await self.execute(q)]
 
+    async def resources_of_type(self, type: str) -> list[Resource]:
+        """Every resource of one type, in all subscriptions (controllers rebuilding the host use it)."""
+        q = select(s.resources).where(s.resources.c.type == type.lower()).order_by(s.resources.c.key)
+        return [self._resource(r) for r in await self.execute(q)]
+
     async def resources_by_state(self, states: tuple[str, ...]) -> list[Resource]:
         q = select(s.resources).where(s.resources.c.provisioning_state.in_(states))
         return [self._resource(r) for r in await self.execute(q)]
@@ -370,6 +375,34 @@ class Tx:
     async def role_assignments_of(self, principal_id: str) -> list[RoleAssignment]:
         q = select(s.role_assignments).where(s.role_assignments.c.principal_id == principal_id)
         return [RoleAssignment(r.id, r.principal_id, r.scope, r.role) for r in await self.execute(q)]
+
+    # -- allocations: numbered things resources hold (IP addresses) ---------------------------
+    async def allocated(self, pool: str) -> dict[int, str]:
+        """value -> owner for one pool."""
+        q = select(s.allocations).where(s.allocations.c.pool == pool)
+        return {r.value: r.owner for r in await self.execute(q)}
+
+    async def allocations_of(self, owner: str) -> list[tuple[str, int]]:
+        q = select(s.allocations).where(s.allocations.c.owner == owner).order_by(s.allocations.c.pool)
+        return [(r.pool, r.value) for r in await self.execute(q)]
+
+    async def claim(self, pool: str, value: int, owner: str) -> bool:
+        """Take `value` in `pool` for `owner`; False when another owner holds it."""
+        t = s.allocations
+        row = (await self.execute(select(t).where(and_(t.c.pool == pool, t.c.value == value)))).first()
+        if row is not None:
+            return row.owner == owner
+        await self.execute(t.insert().values(pool=pool, value=value, owner=owner))
+        return True
+
+    async def release(self, owner: str, pool: str | None = None) -> None:
+        """Drop what `owner` (a resource id) and its sub-resources (`owner/...`) hold."""
+        t = s.allocations
+        lower = owner.lower()
+        cond = or_(func.lower(t.c.owner) == lower, func.lower(t.c.owner).startswith(lower + "/", autoescape=True))
+        if pool is not None:
+            cond = and_(cond, t.c.pool == pool)
+        await self.execute(delete(t).where(cond))
 
     # -- resource provider registrations ----------------------------------------------------
     async def provider_states(self, subscription_id: str) -> dict[str, str]:

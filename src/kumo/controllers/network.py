@@ -1,0 +1,444 @@
+"""The network controller: reads VNets, subnets, NICs, public IPs and NSGs from the store and has the
+network driver make the host match, one VNet at a time (level-triggered: each pass renders the whole
+VNet, so a missed or repeated trigger does no harm).
+
+Host object names are derived from resource keys (a hash) and from this kumo's *site*, a number
+that keeps two kumos on one host apart (each claims one under /run/kumo/sites). At start the
+controller deletes every object of its site that no resource explains any more."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import hashlib
+import ipaddress
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from kumo.arm.errors import ArmError
+from kumo.drivers.hostcmd import HostCommandError
+from kumo.drivers.network.linux import LinuxNetworkDriver, NetworkUnavailable
+from kumo.drivers.network.spec import (AZURE_PLATFORM_IP, AddressMatch, EndpointSpec, GroupSpec, GuardSpec,
+                                       HostSpec, PublicMapping, RuleSpec, SubnetSpec, Uplink, VNetSpec)
+from kumo.store import Resource, Store
+
+if TYPE_CHECKING:
+    from kumo.store import Tx
+
+log = logging.getLogger("kumo.network")
+
+VNET = "microsoft.network/virtualnetworks"
+SITES_DIR = Path("/run/kumo/sites")
+TRANSIT = ipaddress.IPv4Network("169.254.0.0/16")  # link-local: never a VNet's address space in Azure
+SITE_BLOCK = 4096  # transit addresses per site: 1024 VNet uplinks (/31 each) and 2048 public IPs
+SITES = [n for n in range(16) if n != 10]  # block 10 holds 169.254.169.254 (Azure's metadata address)
+TRANSIT_POOL = "host-transit"
+
+
+def short_hash(key: str) -> str:
+    return hashlib.sha1(key.lower().encode()).hexdigest()[:10]
+
+
+@dataclass
+class _Passes:
+    """Coalesces sync requests: a request is served by any pass that started after it was made."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    requested: int = 0
+    done: int = 0
+
+
+class NetworkController:
+    def __init__(self, store: Store, data_dir: Path, public_pool: ipaddress.IPv4Network,
+                 driver: LinuxNetworkDriver | None = None) -> None:
+        self.store = store
+        self.data_dir = data_dir
+        self.public_pool = public_pool
+        self.driver = driver or LinuxNetworkDriver()
+        self.site: int | None = None
+        self.unavailable: str | None = None
+        self._site_fd: int | None = None
+        self._passes: dict[str, _Passes] = {}
+        self._host_passes = _Passes()
+        self._specs: dict[str, VNetSpec] = {}  # vnet key -> spec last applied
+        self._attached: dict[str, Literal["netns", "tap"]] = {}  # nic key -> endpoint kind
+        self._nic_vnet: dict[str, str] = {}  # nic key -> vnet key of its endpoint or guard
+
+    # -- names (every host object traces back to its resource through these) ---------------------
+    @property
+    def prefix(self) -> str:
+        return f"kumo{self.site}-"
+
+    def vnet_netns(self, vnet_key: str) -> str:
+        return f"{self.prefix}v{short_hash(vnet_key)}"
+
+    def endpoint_netns(self, nic_key: str) -> str:
+        return f"{self.prefix}e{short_hash(nic_key)}"
+
+    @property
+    def host_link_prefix(self) -> str:
+        return f"k{self.site}h"
+
+    def host_link(self, vnet_key: str) -> str:
+        return f"{self.host_link_prefix}{short_hash(vnet_key)}"
+
+    @property
+    def host_table(self) -> str:
+        return f"kumo_site{self.site}"
+
+    # -- start: claim a site, clean orphans, rebuild every VNet ------------------------------------
+    async def start(self) -> None:
+        try:
+            await self.driver.check()
+            await asyncio.to_thread(self._claim_site)
+        except NetworkUnavailable as e:
+            self.unavailable = str(e)
+            log.warning("virtual networks unavailable: %s", e)
+            return
+        async with self.store.read() as tx:
+            vnets = [v for v in await tx.resources_of_type(VNET)]
+            nics = await tx.resources_of_type("microsoft.network/networkinterfaces")
+        vnet_ns = {self.vnet_netns(v.key): v.key for v in vnets}
+        nic_ns = {self.endpoint_netns(n.key): n.key for n in nics}
+        for name in sorted(await self.driver.list_netns()):
+            if not name.startswith(self.prefix):
+                continue
+            if name in nic_ns:
+                self._attached[nic_ns[name]] = "netns"
+            elif name not in vnet_ns:
+                log.info("removing orphaned namespace %s", name)
+                await self.driver.delete_netns(name)
+        known_links = {self.host_link(v.key) for v in vnets}
+        for link in await self.driver.links():
+            if link.startswith(self.host_link_prefix) and link not in known_links:
+                await self.driver.delete_host_link(link)
+        taps = {f"t{short_hash(n.key)}": n.key for n in nics}
+        for v in vnets:
+            if self.vnet_netns(v.key) in await self.driver.list_netns():
+                for link in await self.driver.links(self.vnet_netns(v.key)):
+                    if link in taps:
+                        self._attached[taps[link]] = "tap"
+        for v in vnets:
+            try:
+                await self.sync_vnet(v.key)
+            except ArmError as e:
+                log.error("could not rebuild virtual network %s: %s", v.id, e.message)
+        await self.sync_host()
+
+    def _claim_site(self) -> None:
+        """Take a site number (the one this data dir had before, if free) and refuse a public IP
+        pool that overlaps the pool of another running kumo."""
+        SITES_DIR.mkdir(parents=True, exist_ok=True)
+        remembered = self.data_dir / "network-site"
+        preferred = int(remembered.read_text()) if remembered.exists() else None
+        order = ([preferred] if preferred in SITES else []) + [n for n in SITES if n != preferred]
+        for n in order:
+            fd = os.open(SITES_DIR / f"{n}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            try:
+                self._check_pool(n)
+            except NetworkUnavailable:
+                os.close(fd)
+                raise
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": os.getpid(), "data_dir": str(self.data_dir),
+                                     "public_pool": str(self.public_pool)}).encode())
+            self.site, self._site_fd = n, fd
+            remembered.write_text(str(n))
+            return
+        raise NetworkUnavailable(f"all {len(SITES)} network sites are taken by other running kumos; stop one")
+
+    def _check_pool(self, mine: int) -> None:
+        for other in SITES:
+            path = SITES_DIR / f"{other}.lock"
+            if other == mine or not path.exists():
+                continue
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    continue  # nobody holds it: a stale file
+                except BlockingIOError:
+                    pass
+                info = json.loads(path.read_text() or "{}")
+            finally:
+                os.close(fd)
+            if info.get("public_pool") and ipaddress.IPv4Network(info["public_pool"]).overlaps(self.public_pool):
+                raise NetworkUnavailable(f"public IP pool {self.public_pool} overlaps {info['public_pool']} of the "
+                                         f"kumo with data dir {info.get('data_dir')}; start kumo with another "
+                                         "--public-ip-pool")
+
+    def _require(self) -> None:
+        if self.unavailable:
+            raise ArmError(400, "NetworkBackendUnavailable", f"kumo cannot create virtual networks on this host: "
+                           f"{self.unavailable}")
+
+    # -- syncing ---------------------------------------------------------------------------------
+    async def sync_vnet(self, vnet_key: str) -> None:
+        if not vnet_key:
+            return
+        self._require()
+        passes = self._passes.setdefault(vnet_key, _Passes())
+        passes.requested += 1
+        mine = passes.requested
+        async with passes.lock:
+            if passes.done >= mine:
+                return
+            started = passes.requested
+            try:
+                await self._sync_once(vnet_key)
+            except HostCommandError as e:
+                raise ArmError(500, "NetworkSetupFailed", f"kumo could not set up the virtual network on the host: "
+                               f"{e}") from e
+            passes.done = started
+        await self.sync_host()
+
+    async def sync_vnet_of_nic(self, nic_key: str) -> None:
+        async with self.store.read() as tx:
+            nic = await tx.get_resource(nic_key)
+        vnets = set(self.vnets_of_nic(nic)) if nic else set()
+        if nic_key in self._nic_vnet:
+            vnets.add(self._nic_vnet[nic_key])
+        for vnet in sorted(vnets):
+            await self.sync_vnet(vnet)
+        if nic is None:  # deleted: its endpoint namespace goes too
+            self._attached.pop(nic_key, None)
+            self._nic_vnet.pop(nic_key, None)
+            if not self.unavailable:
+                await self.driver.delete_netns(self.endpoint_netns(nic_key))
+
+    @staticmethod
+    def vnets_of_nic(nic: Resource) -> list[str]:
+        cfgs = (nic.body.get("properties") or {}).get("ipConfigurations") or []
+        return sorted({c["properties"]["subnet"]["id"].lower().split("/subnets/")[0] for c in cfgs})
+
+    async def sync_host(self) -> None:
+        if self.unavailable or self.site is None:
+            return
+        passes = self._host_passes
+        passes.requested += 1
+        mine = passes.requested
+        async with passes.lock:
+            if passes.done >= mine:
+                return
+            started = passes.requested
+            spec = HostSpec(table=self.host_table, link_prefix=self.host_link_prefix, vnets=list(self._specs.values()))
+            await self.driver.apply_host(spec)
+            passes.done = started
+
+    async def _sync_once(self, vnet_key: str) -> None:
+        async with self.store.read() as tx:
+            vnet = await tx.get_resource(vnet_key)
+        if vnet is None or vnet.provisioning_state == "Deleting":
+            await self._teardown(vnet_key)
+            return
+        spec = await self._build(vnet)
+        await self.driver.ensure_vnet(spec)
+        self._specs[vnet_key] = spec
+
+    async def _teardown(self, vnet_key: str) -> None:
+        spec = self._specs.pop(vnet_key, None)
+        for nic, vnet in list(self._nic_vnet.items()):
+            if vnet == vnet_key:
+                self._nic_vnet.pop(nic)
+                if self._attached.pop(nic, None) == "netns":
+                    await self.driver.delete_netns(self.endpoint_netns(nic))
+        await self.driver.delete_netns(self.vnet_netns(vnet_key))
+        await self.driver.delete_host_link(spec.uplink.host_link if spec else self.host_link(vnet_key))
+        async with self.store.write() as tx:
+            await tx.release(f"kumo:transit:{vnet_key}")
+
+    # -- building a VNet's spec from the store ------------------------------------------------------
+    async def _transit(self, tx: "Tx", owner: str, first: int, last: int) -> int:
+        taken = await tx.allocated(TRANSIT_POOL)
+        for value, holder in taken.items():
+            if holder == owner:
+                return value
+        for value in range(first, last + 1):
+            if value not in taken and await tx.claim(TRANSIT_POOL, value, owner):
+                return value
+        raise ArmError(409, "NetworkCapacityExceeded", "kumo has no host transit addresses left (1024 virtual "
+                       "networks and 2048 mapped public IPs per kumo).")
+
+    def _transit_address(self, offset: int) -> ipaddress.IPv4Address:
+        assert self.site is not None
+        return TRANSIT.network_address + self.site * SITE_BLOCK + offset
+
+    async def _build(self, vnet: Resource) -> VNetSpec:
+        props = vnet.body.get("properties") or {}
+        space = tuple(props["addressSpace"]["addressPrefixes"])
+        async with self.store.read() as tx:
+            subnets = await tx.list_resources(vnet.subscription_id, parent_key=vnet.key)
+            nics: dict[str, Resource] = {}
+            for s in subnets:
+                for cfg in (s.body.get("properties") or {}).get("ipConfigurations") or []:
+                    nic_key = cfg["id"].lower().split("/ipconfigurations/")[0]
+                    if nic_key not in nics and (nic := await tx.get_resource(nic_key)) is not None:
+                        if nic.provisioning_state != "Deleting":
+                            nics[nic_key] = nic
+            nsgs: dict[str, Resource] = {}
+            for r in [*subnets, *nics.values()]:
+                ref = (r.body.get("properties") or {}).get("networkSecurityGroup")
+                if ref and ref["id"].lower() not in nsgs and (nsg := await tx.get_resource(ref["id"].lower())):
+                    nsgs[ref["id"].lower()] = nsg
+            pips: dict[str, Resource] = {}
+            for nic in nics.values():
+                for cfg in nic.body["properties"]["ipConfigurations"]:
+                    pip_ref = cfg["properties"].get("publicIPAddress")
+                    if pip_ref and (pip := await tx.get_resource(pip_ref["id"].lower())) is not None:
+                        pips[cfg["properties"]["privateIPAddress"]] = pip
+        async with self.store.write() as tx:
+            uplink_index = await self._transit(tx, f"kumo:transit:{vnet.key}", 0, SITE_BLOCK // 4 - 1)
+            transits = {ip: await self._transit(tx, f"kumo:transit:{vnet.key}/{pip.key}", SITE_BLOCK // 2,
+                                                SITE_BLOCK - 1) for ip, pip in pips.items()}
+            # mappings that no longer exist give their transit address back
+            for value, owner in (await tx.allocated(TRANSIT_POOL)).items():
+                if owner.startswith(f"kumo:transit:{vnet.key}/") and value not in transits.values():
+                    await tx.release(owner)
+        spec = VNetSpec(netns=self.vnet_netns(vnet.key), address_space=space, uplink=Uplink(
+            host_link=self.host_link(vnet.key), host_address=self._transit_address(2 * uplink_index),
+            vnet_address=self._transit_address(2 * uplink_index + 1)))
+        bridges: dict[str, tuple[str, ipaddress.IPv4Network]] = {}
+        for s in subnets:
+            net = ipaddress.IPv4Network(s.body["properties"]["addressPrefix"])
+            bridges[s.key] = (f"b{short_hash(s.key)}", net)
+            gateway = ipaddress.IPv4Interface(f"{net.network_address + 1}/{net.prefixlen}")
+            spec.subnets.append(SubnetSpec(bridge=bridges[s.key][0], gateway=gateway))
+        for nsg_key, nsg in sorted(nsgs.items()):
+            spec.groups.append(_group(f"g{short_hash(nsg_key)}", nsg, space))
+        subnet_nsg = {s.key: (s.body["properties"].get("networkSecurityGroup") or {}).get("id", "").lower()
+                      for s in subnets}
+        for nic_key, nic in sorted(nics.items()):
+            self._nic_vnet[nic_key] = vnet.key
+            nic_props = nic.body["properties"]
+            nic_nsg = (nic_props.get("networkSecurityGroup") or {}).get("id", "").lower()
+            for cfg in nic_props["ipConfigurations"]:
+                c = cfg["properties"]
+                subnet_key = c["subnet"]["id"].lower()
+                address = ipaddress.IPv4Address(c["privateIPAddress"])
+                if subnet_key not in bridges:
+                    continue
+                s_nsg = subnet_nsg.get(subnet_key, "")
+                if s_nsg or nic_nsg:
+                    spec.guards.append(GuardSpec(
+                        address=address, chain=f"n{short_hash(cfg['id'])}",
+                        subnet_group=f"g{short_hash(s_nsg)}" if s_nsg else None,
+                        nic_group=f"g{short_hash(nic_nsg)}" if nic_nsg else None))
+                if str(address) in pips:
+                    spec.public.append(PublicMapping(
+                        public=ipaddress.IPv4Address(pips[str(address)].body["properties"]["ipAddress"]),
+                        transit=self._transit_address(transits[str(address)]), private=address))
+                kind = self._attached.get(nic_key)
+                if kind and c.get("primary"):
+                    bridge, net = bridges[subnet_key]
+                    h = short_hash(nic_key)
+                    spec.endpoints.append(EndpointSpec(
+                        kind=kind, port=("e" if kind == "netns" else "t") + h, bridge=bridge,
+                        mac=nic_props["macAddress"].replace("-", ":").lower(),
+                        address=ipaddress.IPv4Interface(f"{address}/{net.prefixlen}"),
+                        gateway=net.network_address + 1,
+                        netns=self.endpoint_netns(nic_key) if kind == "netns" else None))
+        return spec
+
+    # -- endpoints: what VMs, container groups and users plug into a NIC ---------------------------
+    async def attach_netns(self, nic_key: str) -> dict[str, Any]:
+        return await self._attach(nic_key, "netns")
+
+    async def attach_tap(self, nic_key: str) -> dict[str, Any]:
+        return await self._attach(nic_key, "tap")
+
+    async def _attach(self, nic_key: str, kind: Literal["netns", "tap"]) -> dict[str, Any]:
+        self._require()
+        async with self.store.read() as tx:
+            nic = await tx.get_resource(nic_key)
+        if nic is None:
+            raise ArmError(404, "NotFound", f"Network interface {nic_key} was not found.")
+        previous = self._attached.get(nic_key)
+        if previous and previous != kind:
+            raise ArmError(409, "NicInUse", f"Network interface {nic.name} is already attached to a "
+                           f"{'VM' if previous == 'tap' else 'network namespace'}; detach it first.")
+        self._attached[nic_key] = kind
+        vnets = self.vnets_of_nic(nic)
+        for v in vnets:
+            await self.sync_vnet(v)
+        spec = self._specs.get(vnets[0]) if vnets else None
+        endpoint = next((e for e in (spec.endpoints if spec else []) if e.port.endswith(short_hash(nic_key))), None)
+        if spec is None or endpoint is None:
+            self._attached.pop(nic_key, None)
+            raise ArmError(409, "NicNotReady", f"Network interface {nic.name} has no primary IP configuration in a "
+                           "provisioned virtual network yet.")
+        out = {"kind": kind, "vnetNamespace": spec.netns, "macAddress": endpoint.mac,
+               "privateIPAddress": str(endpoint.address.ip), "prefixLength": endpoint.address.network.prefixlen,
+               "gateway": str(endpoint.gateway)}
+        if kind == "netns":
+            out.update(netns=endpoint.netns, netnsPath=f"/run/netns/{endpoint.netns}", interface="eth0")
+        else:
+            out.update(tap=endpoint.port)
+        return out
+
+    async def detach(self, nic_key: str) -> None:
+        self._require()
+        kind = self._attached.pop(nic_key, None)
+        vnet = self._nic_vnet.get(nic_key)
+        if vnet:
+            await self.sync_vnet(vnet)
+        if kind == "netns":
+            await self.driver.delete_netns(self.endpoint_netns(nic_key))
+
+    async def close(self) -> None:
+        """Host objects stay: instances keep their network while kumo restarts. Only the site goes."""
+        if self._site_fd is not None:
+            os.close(self._site_fd)
+            self._site_fd = None
+
+
+# -- NSG rules to rule specs ------------------------------------------------------------------------
+def _matches(prefixes: list[str], space: tuple[str, ...]) -> tuple[AddressMatch, ...] | None:
+    if "*" in prefixes:
+        return None
+    literal: list[str] = []
+    alternatives: list[AddressMatch] = []
+    for p in prefixes:
+        if p == "VirtualNetwork":
+            literal += space
+        elif p == "AzureLoadBalancer":
+            literal.append(AZURE_PLATFORM_IP)
+        elif p == "Internet":
+            alternatives.append(AddressMatch(networks=(*space, AZURE_PLATFORM_IP), negate=True))
+        else:
+            literal.append(p)
+    if literal:
+        alternatives.insert(0, AddressMatch(networks=tuple(dict.fromkeys(literal))))
+    return tuple(alternatives)
+
+
+def _ports(values: list[str]) -> tuple[str, ...] | None:
+    return None if "*" in values else tuple(values)
+
+
+def _rule(props: dict[str, Any], space: tuple[str, ...]) -> RuleSpec:
+    def both(single: str, plural: str) -> list[str]:
+        return [props[single]] if props.get(single) not in (None, "") else list(props.get(plural) or [])
+
+    return RuleSpec(priority=int(props["priority"]), allow=props["access"] == "Allow",
+                    protocol=props["protocol"].lower(),
+                    sources=_matches(both("sourceAddressPrefix", "sourceAddressPrefixes"), space),
+                    destinations=_matches(both("destinationAddressPrefix", "destinationAddressPrefixes"), space),
+                    source_ports=_ports(both("sourcePortRange", "sourcePortRanges")),
+                    destination_ports=_ports(both("destinationPortRange", "destinationPortRanges")))
+
+
+def _group(chain: str, nsg: Resource, space: tuple[str, ...]) -> GroupSpec:
+    props = nsg.body.get("properties") or {}
+    rules = [r["properties"] for r in (props.get("securityRules") or []) + (props.get("defaultSecurityRules") or [])]
+    return GroupSpec(chain=chain,
+                     inbound=tuple(_rule(r, space) for r in rules if r["direction"] == "Inbound"),
+                     outbound=tuple(_rule(r, space) for r in rules if r["direction"] == "Outbound"))

@@ -1,0 +1,27 @@
+"""Running host commands from asyncio without blocking the loop, with errors that say what failed."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+
+class HostCommandError(Exception):
+    def __init__(self, argv: tuple[str, ...], code: int, stderr: str) -> None:
+        self.argv, self.code, self.stderr = argv, code, stderr.strip()
+        super().__init__(f"`{' '.join(argv)[:200]}` failed ({code}): {self.stderr[:500]}")
+
+
+async def run(*argv: str, input: str | None = None, check: bool = True) -> str:
+    """Run `argv` (stdin from `input`), return its stdout; raise HostCommandError on failure."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate(input.encode() if input is not None else None)
+    if check and proc.returncode != 0:
+        raise HostCommandError(argv, proc.returncode or 0, err.decode(errors="replace"))
+    return out.decode(errors="replace")
+
+
+def missing(*tools: str) -> list[str]:
+    return [t for t in tools if shutil.which(t) is None]

@@ -1,0 +1,1 @@
+"""The network driver: VNets as network namespaces with bridges, nftables for NSGs and NAT."""

@@ -1,0 +1,188 @@
+"""The real network driver: network namespaces, veth/tap/bridge links and routes through iproute2,
+filtering and NAT through nftables. Every call is idempotent: it reads what the host has, changes
+only what differs from the spec, and finishes a half-done job after a crash."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+from kumo.drivers.hostcmd import HostCommandError, missing, run
+from kumo.drivers.network import nftables
+from kumo.drivers.network.spec import GATEWAY_MAC, UPLINK, EndpointSpec, HostSpec, VNetSpec
+
+NETNS_DIR = Path("/run/netns")
+ENDPOINT_IF = "eth0"
+
+
+class NetworkUnavailable(Exception):
+    """The host cannot realise virtual networks; the message says what to install or change."""
+
+
+def _proc_write(path: str, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+async def set_host_sysctl(link: str, name: str, value: str) -> None:
+    """A per-link setting on one of kumo's own links in the host namespace (never a global one)."""
+    await asyncio.to_thread(_proc_write, f"/proc/sys/net/ipv4/conf/{link}/{name}", value)
+
+
+class LinuxNetworkDriver:
+    def __init__(self) -> None:
+        self._applied_rules: dict[str, str] = {}  # netns -> ruleset text last loaded
+        self._configured: dict[str, EndpointSpec] = {}  # port -> endpoint spec last configured
+
+    async def check(self) -> None:
+        if os.geteuid() != 0:
+            raise NetworkUnavailable("kumo needs root (CAP_NET_ADMIN) to create virtual networks: run `kumo up` as "
+                                     "root")
+        if gone := missing("ip", "nft"):
+            raise NetworkUnavailable(f"{' and '.join(gone)} not found: install them with "
+                                     "`apt-get install iproute2 nftables`")
+
+    # -- reading the host -----------------------------------------------------------------------
+    @staticmethod
+    async def list_netns() -> set[str]:
+        names = await asyncio.to_thread(lambda: [p.name for p in NETNS_DIR.iterdir()] if NETNS_DIR.exists() else [])
+        return set(names)
+
+    @staticmethod
+    async def links(netns: str | None = None) -> dict[str, dict]:
+        argv = ["ip", "-j", "-d"] + (["-n", netns] if netns else []) + ["addr", "show"]
+        return {link["ifname"]: link for link in json.loads(await run(*argv) or "[]")}
+
+    # -- VNet namespaces ------------------------------------------------------------------------
+    async def ensure_vnet(self, spec: VNetSpec) -> None:
+        ns = spec.netns
+        fresh = ns not in await self.list_netns()
+        if fresh:
+            await run("ip", "netns", "add", ns)
+        links = await self.links(ns)
+        batch = ["link set lo up"] if links.get("lo", {}).get("operstate") != "UNKNOWN" else []
+        await self._ensure_uplink(spec, links, batch)
+        new_bridges = []
+        for subnet in spec.subnets:
+            if subnet.bridge not in links:
+                batch += [f"link add {subnet.bridge} address {GATEWAY_MAC} type bridge"]
+                new_bridges.append(subnet.bridge)
+            batch += _addresses(subnet.bridge, links.get(subnet.bridge), [str(subnet.gateway)])
+            batch.append(f"link set {subnet.bridge} up")
+        wanted_ports = {e.port for e in spec.endpoints}
+        wanted_bridges = {s.bridge for s in spec.subnets}
+        for name, link in links.items():  # links of subnets and endpoints that are gone
+            kind = (link.get("linkinfo") or {}).get("info_kind")
+            if (kind == "bridge" and name not in wanted_bridges) or \
+                    (kind in ("veth", "tun") and name != UPLINK and name not in wanted_ports):
+                batch.append(f"link del {name}")
+                self._configured.pop(name, None)
+        endpoint_batches: dict[str, list[str]] = {}
+        for e in spec.endpoints:
+            if e.port not in links:
+                if e.kind == "netns":
+                    assert e.netns
+                    if e.netns not in await self.list_netns():
+                        await run("ip", "netns", "add", e.netns)
+                    batch.append(f"link add {e.port} type veth peer name {ENDPOINT_IF} netns {e.netns}")
+                else:
+                    batch.append(f"tuntap add dev {e.port} mode tap")
+                self._configured.pop(e.port, None)
+            batch += [f"link set {e.port} master {e.bridge}", f"link set {e.port} type bridge_slave isolated on",
+                      f"link set {e.port} up"]
+            if e.kind == "netns" and self._configured.get(e.port) != e:
+                endpoint_batches[e.port] = await self._endpoint_commands(e)
+        if batch:
+            await run("ip", "-n", ns, "-batch", "-", input="\n".join(batch) + "\n")
+        if fresh or new_bridges:
+            await self._vnet_sysctls(ns, new_bridges if not fresh else [s.bridge for s in spec.subnets])
+        for e in spec.endpoints:
+            if e.port in endpoint_batches:
+                await run("ip", "-n", e.netns or "", "-batch", "-", input="\n".join(endpoint_batches[e.port]) + "\n")
+            self._configured[e.port] = e
+        rules = nftables.vnet_ruleset(spec)
+        if self._applied_rules.get(ns) != rules:
+            await run("ip", "netns", "exec", ns, "nft", "-f", "-", input=rules)
+            self._applied_rules[ns] = rules
+
+    async def _ensure_uplink(self, spec: VNetSpec, links: dict[str, dict], batch: list[str]) -> None:
+        up = spec.uplink
+        host_links = await self.links()
+        if UPLINK not in links:
+            if up.host_link in host_links:  # its peer is gone: start over
+                await run("ip", "link", "del", up.host_link)
+            await run("ip", "link", "add", up.host_link, "type", "veth", "peer", "name", UPLINK, "netns", spec.netns)
+            host_links = await self.links()
+        host_batch = _addresses(up.host_link, host_links.get(up.host_link), [f"{up.host_address}/31"])
+        host_batch.append(f"link set {up.host_link} up")
+        await run("ip", "-batch", "-", input="\n".join(host_batch) + "\n")
+        for name in ("forwarding", "route_localnet"):
+            await set_host_sysctl(up.host_link, name, "1")
+        batch += _addresses(UPLINK, links.get(UPLINK), [f"{up.vnet_address}/31"])
+        batch += [f"link set {UPLINK} up", f"route replace default via {up.host_address} dev {UPLINK}"]
+
+    @staticmethod
+    async def _endpoint_commands(e: EndpointSpec) -> list[str]:
+        assert e.netns
+        current = (await LinuxNetworkDriver.links(e.netns)).get(ENDPOINT_IF)
+        cmds = ["link set lo up", f"link set {ENDPOINT_IF} address {e.mac}"]
+        cmds += _addresses(ENDPOINT_IF, current, [str(e.address)])
+        return cmds + [f"link set {ENDPOINT_IF} up", f"route replace default via {e.gateway} dev {ENDPOINT_IF}"]
+
+    @staticmethod
+    async def _vnet_sysctls(ns: str, bridges: list[str]) -> None:
+        settings = ["net.ipv4.ip_forward=1", "net.ipv4.conf.all.send_redirects=0",
+                    "net.ipv4.conf.default.send_redirects=0", "net.ipv4.conf.all.route_localnet=1"]
+        for b in bridges:  # answer ARP for the whole subnet: isolated ports talk only through the router
+            settings += [f"net.ipv4.conf.{b}.proxy_arp=1", f"net.ipv4.conf.{b}.proxy_arp_pvlan=1",
+                         f"net.ipv4.conf.{b}.send_redirects=0"]
+        await run("ip", "netns", "exec", ns, "sysctl", "-q", "-w", *settings)
+
+    async def delete_netns(self, name: str) -> None:
+        self._applied_rules.pop(name, None)
+        if name in await self.list_netns():
+            try:
+                await run("ip", "netns", "del", name)
+            except HostCommandError:
+                if name in await self.list_netns():
+                    raise
+
+    async def delete_host_link(self, name: str) -> None:
+        await run("ip", "link", "del", name, check=False)
+
+    def forget_ports(self, ports: set[str]) -> None:
+        for p in ports:
+            self._configured.pop(p, None)
+
+    # -- kumo's table and routes in the host namespace --------------------------------------------
+    async def apply_host(self, spec: HostSpec) -> None:
+        host_links = await self.links()
+        routes = json.loads(await run("ip", "-j", "route", "show", "proto", "static") or "[]")
+        batch = []
+        wanted = {}
+        for v in spec.vnets:
+            for m in v.public:
+                wanted[str(m.transit)] = v.uplink
+        for r in routes:
+            dev = r.get("dev", "")
+            if dev.startswith(spec.link_prefix) and r.get("dst") not in wanted:
+                batch.append(f"route del {r['dst']} dev {dev}")
+        for transit, up in wanted.items():
+            if up.host_link in host_links:
+                batch.append(f"route replace {transit}/32 via {up.vnet_address} dev {up.host_link} proto static")
+        if batch:
+            await run("ip", "-batch", "-", input="\n".join(batch) + "\n")
+        await run("nft", "-f", "-", input=nftables.host_ruleset(spec))
+
+    @staticmethod
+    async def remove_host_table(table: str) -> None:
+        await run("nft", "delete", "table", "ip", table, check=False)
+
+
+def _addresses(link: str, current: dict | None, wanted: list[str]) -> list[str]:
+    """Commands that make `link`'s IPv4 addresses exactly `wanted` (CIDR strings)."""
+    have = {f"{a['local']}/{a['prefixlen']}" for a in (current or {}).get("addr_info", []) if a.get("family") == "inet"}
+    return [f"addr del {a} dev {link}" for a in sorted(have - set(wanted))] + \
+           [f"addr add {a} dev {link}" for a in wanted if a not in have]

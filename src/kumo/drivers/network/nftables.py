@@ -1,0 +1,142 @@
+"""nftables rulesets for a VNet namespace and for kumo's table in the host namespace, rendered as
+text for `nft -f` and always loaded as one transaction that replaces the table whole."""
+
+from __future__ import annotations
+
+import itertools
+
+from kumo.drivers.network.spec import (UPLINK, AddressMatch, GroupSpec, GuardSpec, HostSpec, RuleSpec,
+                                       VNetSpec)
+
+VNET_TABLE = "kumo"  # inside a VNet namespace everything is kumo's; one name, two families
+
+
+def replace_table(family: str, name: str, body: list[str]) -> str:
+    """Create-if-missing, delete, re-create: one atomic transaction in a single `nft -f`."""
+    return "\n".join([f"table {family} {name}", f"delete table {family} {name}", f"table {family} {name} {{",
+                      *("  " + line for line in body), "}", ""])
+
+
+def _elements(values: list[str]) -> str:
+    return "{ " + ", ".join(values) + " }"
+
+
+def _address(field: str, alt: AddressMatch) -> str | None:
+    """The match for one alternative, or None when it can match nothing."""
+    if not alt.networks:
+        return "" if alt.negate else None
+    return f"ip {field} {'!= ' if alt.negate else ''}{_elements(list(alt.networks))}"
+
+
+def _ports(rule: RuleSpec) -> list[str]:
+    if rule.source_ports is None and rule.destination_ports is None:
+        return [f"meta l4proto {rule.protocol}"] if rule.protocol != "*" else []
+    if rule.protocol in ("icmp", "esp", "ah"):  # no ports: Azure ignores the port fields for these
+        return [f"meta l4proto {rule.protocol}"]
+    parts = ["meta l4proto " + (rule.protocol if rule.protocol != "*" else "{ tcp, udp }")]
+    if rule.source_ports is not None:
+        parts.append(f"th sport {_elements(list(rule.source_ports))}")
+    if rule.destination_ports is not None:
+        parts.append(f"th dport {_elements(list(rule.destination_ports))}")
+    return parts
+
+
+def rule_lines(rule: RuleSpec) -> list[str]:
+    """One line per source x destination alternative, all with the rule's verdict."""
+    verdict = "return" if rule.allow else "drop"  # return: allowed here, the next NSG still decides
+    sources = [_address("saddr", a) for a in rule.sources] if rule.sources is not None else [""]
+    dests = [_address("daddr", a) for a in rule.destinations] if rule.destinations is not None else [""]
+    lines = []
+    for src, dst in itertools.product(sources, dests):
+        if src is None or dst is None:
+            continue
+        match = " ".join(p for p in (src, dst, *_ports(rule)) if p)
+        lines.append(f"{match} {verdict}".strip() + f' comment "priority {rule.priority}"')
+    return lines
+
+
+def _group_chains(group: GroupSpec) -> list[str]:
+    out = []
+    for direction, rules in (("in", group.inbound), ("out", group.outbound)):
+        out.append(f"chain {group.chain}_{direction} {{")
+        for rule in sorted(rules, key=lambda r: r.priority):
+            out.extend("  " + line for line in rule_lines(rule))
+        out.append("}")
+    return out
+
+
+def _guard_chains(guard: GuardSpec) -> list[str]:
+    inbound = [g for g in (guard.subnet_group, guard.nic_group) if g]  # Azure: subnet NSG first inbound
+    outbound = [g for g in (guard.nic_group, guard.subnet_group) if g]  # ... and NIC NSG first outbound
+    return [f"chain {guard.chain}_in {{", *(f"  jump {g}_in" for g in inbound), "}",
+            f"chain {guard.chain}_out {{", *(f"  jump {g}_out" for g in outbound), "}"]
+
+
+def vnet_ruleset(spec: VNetSpec) -> str:
+    inet: list[str] = []
+    for group in spec.groups:
+        inet += _group_chains(group)
+    for guard in spec.guards:
+        inet += _guard_chains(guard)
+    if spec.guards:
+        to_nic = [f"{g.address} : jump {g.chain}_in" for g in spec.guards]
+        from_nic = [f"{g.address} : jump {g.chain}_out" for g in spec.guards]
+        inet += [f"map to_nic {{ type ipv4_addr : verdict; elements = {_elements(to_nic)} }}",
+                 f"map from_nic {{ type ipv4_addr : verdict; elements = {_elements(from_nic)} }}"]
+    inet += ["chain forward {", "  type filter hook forward priority filter; policy accept;",
+             "  ct state established,related accept", "  ct state invalid drop",
+             # from the host only what a public IP mapping let in (DNAT), never a private address directly
+             f'  iifname "{UPLINK}" ct status != dnat drop']
+    if spec.guards:
+        inet += ["  ip saddr vmap @from_nic", "  ip daddr vmap @to_nic"]
+    inet += ["}", "chain input {", "  type filter hook input priority filter; policy accept;",
+             f'  iifname "{UPLINK}" ct state established,related accept', f'  iifname "{UPLINK}" drop', "}"]
+    nat_pre = ["chain prerouting {", "  type nat hook prerouting priority dstnat; policy accept;"]
+    nat_post = ["chain postrouting {", "  type nat hook postrouting priority srcnat; policy accept;"]
+    if spec.public:
+        dnat = [f"{m.transit} : {m.private}" for m in spec.public]
+        snat = [f"{m.private} : {m.transit}" for m in spec.public]
+        nat_pre.append(f'  iifname "{UPLINK}" dnat ip to ip daddr map {_elements(dnat)}')
+        nat_post.append(f'  oifname "{UPLINK}" snat ip to ip saddr map {_elements(snat)}')
+    nat_post.append(f'  oifname "{UPLINK}" masquerade')
+    inet += [*nat_pre, "}", *nat_post, "}"]
+    # Layer 2: an endpoint may only speak with its own MAC and IP (DHCP discovery aside).
+    bridge = ["chain prerouting {", "  type filter hook prerouting priority filter; policy accept;"]
+    for e in spec.endpoints:
+        bridge.append(f'  iifname "{e.port}" ether saddr != {e.mac} drop')
+        bridge.append(f'  iifname "{e.port}" ether type ip ip saddr != {{ {e.address.ip}, 0.0.0.0 }} drop')
+        bridge.append(f'  iifname "{e.port}" ether type arp arp saddr ip != {e.address.ip} drop')
+    bridge.append("}")
+    return replace_table("inet", VNET_TABLE, inet) + replace_table("bridge", VNET_TABLE, bridge)
+
+
+def host_ruleset(spec: HostSpec) -> str:
+    """kumo's table in the host namespace: public IP DNAT (from the host and from other VNets), the
+    source NAT that lets loopback clients reach them, and the wall between instances and the host."""
+    mappings = [m for v in spec.vnets for m in v.public]
+    links = f'"{spec.link_prefix}*"'
+    body = []
+    if mappings:
+        body.append(f"map public_to_transit {{ type ipv4_addr : ipv4_addr; elements = "
+                    f"{_elements([f'{m.public} : {m.transit}' for m in mappings])} }}")
+        body.append(f"map transit_to_public {{ type ipv4_addr : ipv4_addr; elements = "
+                    f"{_elements([f'{m.transit} : {m.public}' for m in mappings])} }}")
+    body += ["chain output {", "  type nat hook output priority -100; policy accept;"]
+    if mappings:
+        body.append("  dnat to ip daddr map @public_to_transit")
+    body += ["}", "chain prerouting {", "  type nat hook prerouting priority dstnat; policy accept;"]
+    if mappings:
+        body.append(f"  iifname {links} dnat to ip daddr map @public_to_transit")
+    body += ["}", "chain postrouting {", "  type nat hook postrouting priority srcnat; policy accept;"]
+    if mappings:  # an instance with a public IP reaches others from that address
+        body.append(f"  oifname {links} iifname {links} snat to ip saddr map @transit_to_public")
+    body += [f"  oifname {links} ip saddr 127.0.0.0/8 masquerade", "}",
+             "chain input {", "  type filter hook input priority filter; policy accept;",
+             f"  iifname {links} ct state established,related accept",
+             f"  iifname {links} drop", "}",  # instances never reach the host's ports (kumo's API included)
+             "chain forward {", "  type filter hook forward priority filter; policy accept;",
+             f"  iifname {links} oifname {links} ct status dnat accept",
+             f"  iifname {links} oifname {links} ct state established,related accept",
+             f"  iifname {links} drop", f"  oifname {links} ct state established,related accept",
+             f"  oifname {links} ct status dnat accept", f"  oifname {links} drop", "}"]
+    return replace_table("ip", spec.table, body)

@@ -1,0 +1,1 @@
+"""Microsoft.Network: virtual networks, subnets, NICs, public IPs, network security groups."""
