@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -97,9 +98,17 @@ class KumoServer:
         return httpx.Client(base_url=self.endpoint, verify=self.tls(), headers=headers, timeout=30)
 
 
+_pools = itertools.count(os.getpid() % 97)
+
+
+def public_pool() -> str:
+    """Each test server its own slice of loopback for public IPs (two kumos may not share one)."""
+    return f"127.78.{next(_pools) % 250}.0/24"
+
+
 def start_server(*extra_args: str) -> KumoServer:
     data_dir = Path(tempfile.mkdtemp(prefix="kumo-test-"))
-    server = KumoServer(data_dir, free_port(), extra_args)
+    server = KumoServer(data_dir, free_port(), ("--public-ip-pool", public_pool(), *extra_args))
     server.start()
     return server
 
@@ -135,6 +144,14 @@ def resource_client(kumo: KumoServer, sdk_credential: Any) -> Any:
 
     return ResourceManagementClient(sdk_credential, kumo.identity["subscription_id"], base_url=kumo.endpoint,
                                     credential_scopes=[f"{kumo.endpoint}/.default"], polling_interval=0.2)
+
+
+@pytest.fixture(scope="session")
+def network_client(kumo: KumoServer, sdk_credential: Any) -> Any:
+    from azure.mgmt.network import NetworkManagementClient
+
+    return NetworkManagementClient(sdk_credential, kumo.identity["subscription_id"], base_url=kumo.endpoint,
+                                   credential_scopes=[f"{kumo.endpoint}/.default"], polling_interval=0.2)
 
 
 def unique(prefix: str) -> str:

@@ -230,8 +230,11 @@ class NetworkController:
             if passes.done >= mine:
                 return
             started = passes.requested
-            spec = HostSpec(table=self.host_table, link_prefix=self.host_link_prefix, vnets=list(self._specs.values()))
-            await self.driver.apply_host(spec)
+            if self._specs:
+                await self.driver.apply_host(HostSpec(table=self.host_table, link_prefix=self.host_link_prefix,
+                                                      vnets=list(self._specs.values())))
+            else:  # no VNet left: nothing of kumo's stays in the host namespace
+                await self.driver.remove_host_table(self.host_table)
             passes.done = started
 
     async def _sync_once(self, vnet_key: str) -> None:

@@ -86,7 +86,7 @@ def vnet_ruleset(spec: VNetSpec) -> str:
     inet += ["chain forward {", "  type filter hook forward priority filter; policy accept;",
              "  ct state established,related accept", "  ct state invalid drop",
              # from the host only what a public IP mapping let in (DNAT), never a private address directly
-             f'  iifname "{UPLINK}" ct status != dnat drop']
+             f'  iifname "{UPLINK}" ct status ! dnat drop']
     if spec.guards:
         inet += ["  ip saddr vmap @from_nic", "  ip daddr vmap @to_nic"]
     inet += ["}", "chain input {", "  type filter hook input priority filter; policy accept;",
