@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
+import random
 import shutil
 import socket
 import ssl
@@ -98,12 +98,19 @@ class KumoServer:
         return httpx.Client(base_url=self.endpoint, verify=self.tls(), headers=headers, timeout=30)
 
 
-_pools = itertools.count(os.getpid() % 97)
-
-
 def public_pool() -> str:
-    """Each test server its own slice of loopback for public IPs (two kumos may not share one)."""
-    return f"127.78.{next(_pools) % 250}.0/24"
+    """Each test server its own slice of loopback for public IPs: two kumos may not share one, so
+    skip the slices that running kumos hold (their site files name their pools)."""
+    taken = set()
+    for site in Path("/run/kumo/sites").glob("*.lock"):
+        try:
+            info = json.loads(site.read_text() or "{}")
+            os.kill(int(info["pid"]), 0)
+            taken.add(info["public_pool"])
+        except (OSError, ValueError, KeyError):
+            continue
+    free = [f"127.78.{n}.0/24" for n in range(256) if f"127.78.{n}.0/24" not in taken]
+    return random.choice(free)
 
 
 def start_server(*extra_args: str) -> KumoServer:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kumo.drivers.hostcmd import HostCommandError, missing, run
 from kumo.drivers.network import nftables
-from kumo.drivers.network.spec import GATEWAY_MAC, UPLINK, EndpointSpec, HostSpec, VNetSpec
+from kumo.drivers.network.spec import GATEWAY_MAC, UPLINK, EndpointSpec, HostSpec, Uplink, VNetSpec
 
 NETNS_DIR = Path("/run/netns")
 ENDPOINT_IF = "eth0"
@@ -35,6 +35,8 @@ class LinuxNetworkDriver:
     def __init__(self) -> None:
         self._applied_rules: dict[str, str] = {}  # netns -> ruleset text last loaded
         self._configured: dict[str, EndpointSpec] = {}  # port -> endpoint spec last configured
+        self._uplinks: dict[str, Uplink] = {}  # netns -> uplink last configured
+        self._host_applied: tuple[str, str] | None = None  # (routes, ruleset) last applied
 
     async def check(self) -> None:
         if os.geteuid() != 0:
@@ -109,6 +111,8 @@ class LinuxNetworkDriver:
 
     async def _ensure_uplink(self, spec: VNetSpec, links: dict[str, dict], batch: list[str]) -> None:
         up = spec.uplink
+        if UPLINK in links and self._uplinks.get(spec.netns) == up:
+            return  # configured by this process and still there
         host_links = await self.links()
         if UPLINK not in links:
             if up.host_link in host_links:  # its peer is gone: start over
@@ -122,6 +126,7 @@ class LinuxNetworkDriver:
             await set_host_sysctl(up.host_link, name, "1")
         batch += _addresses(UPLINK, links.get(UPLINK), [f"{up.vnet_address}/31"])
         batch += [f"link set {UPLINK} up", f"route replace default via {up.host_address} dev {UPLINK}"]
+        self._uplinks[spec.netns] = up
 
     @staticmethod
     async def _endpoint_commands(e: EndpointSpec) -> list[str]:
@@ -142,6 +147,7 @@ class LinuxNetworkDriver:
 
     async def delete_netns(self, name: str) -> None:
         self._applied_rules.pop(name, None)
+        self._uplinks.pop(name, None)
         if name in await self.list_netns():
             try:
                 await run("ip", "netns", "del", name)
@@ -158,6 +164,10 @@ class LinuxNetworkDriver:
 
     # -- kumo's table and routes in the host namespace --------------------------------------------
     async def apply_host(self, spec: HostSpec) -> None:
+        ruleset = nftables.host_ruleset(spec)
+        routes_wanted = repr(sorted((str(m.transit), v.uplink.host_link) for v in spec.vnets for m in v.public))
+        if self._host_applied == (routes_wanted, ruleset):
+            return
         host_links = await self.links()
         routes = json.loads(await run("ip", "-j", "route", "show", "proto", "static") or "[]")
         batch = []
@@ -174,10 +184,11 @@ class LinuxNetworkDriver:
                 batch.append(f"route replace {transit}/32 via {up.vnet_address} dev {up.host_link} proto static")
         if batch:
             await run("ip", "-batch", "-", input="\n".join(batch) + "\n")
-        await run("nft", "-f", "-", input=nftables.host_ruleset(spec))
+        await run("nft", "-f", "-", input=ruleset)
+        self._host_applied = (routes_wanted, ruleset)
 
-    @staticmethod
-    async def remove_host_table(table: str) -> None:
+    async def remove_host_table(self, table: str) -> None:
+        self._host_applied = None
         await run("nft", "delete", "table", "ip", table, check=False)
 
 
