@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -23,3 +25,15 @@ def test_readme_sdk_snippet_runs(kumo: KumoServer) -> None:
     assert out.returncode == 0, out.stderr
     assert "rg1" in out.stdout
     assert kumo.az("group", "exists", "-n", "rg1") is False  # the snippet deletes what it made
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"), reason="virtual networks need root and nftables")
+def test_readme_network_walkthrough_runs(kumo: KumoServer) -> None:
+    readme = (ROOT / "README.md").read_text()
+    snippet = re.search(r"```bash\n(kumo az group create -n netdemo.*?)```", readme, re.S)
+    assert snippet, "README.md lost its virtual network walkthrough"
+    env = {**kumo.env(), "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"}
+    out = subprocess.run(["bash", "-ec", snippet.group(1)], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "<!DOCTYPE HTML>" in out.stdout  # python's http.server answered through the public IP
+    assert kumo.az("group", "exists", "-n", "netdemo") is False
