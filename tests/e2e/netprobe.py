@@ -1,6 +1,7 @@
 """A tiny TCP server and client for data-plane tests, run inside network namespaces.
 
-  python netprobe.py serve PORT NAME...   listen on every PORT, answer each connection with NAME
+  python netprobe.py serve PORTS NAME     listen on every port (comma-separated), answer each
+                                          connection with NAME (or, for NAME "@peer", the client's IP)
   python netprobe.py connect HOST PORT    print what the server says; exit 1 if it cannot connect
 """
 
@@ -18,9 +19,9 @@ def serve(ports: list[int], name: str) -> None:
         srv.bind(("0.0.0.0", port))
         srv.listen(64)
         while True:
-            conn, _ = srv.accept()
+            conn, peer = srv.accept()
             with conn:
-                conn.sendall(name.encode())
+                conn.sendall((peer[0] if name == "@peer" else name).encode())
 
     threads = [threading.Thread(target=loop, args=(p,), daemon=True) for p in ports]
     for t in threads:

@@ -13,63 +13,16 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import KumoServer, unique
+from tests.e2e.netlib import PROBE, Endpoint, Servers, attach, reach
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"),
                                  reason="virtual networks need root and nftables (scripts/setup.sh installs them)")]
-PROBE = str(Path(__file__).with_name("netprobe.py"))
-NET_API = "2024-05-01"
-
-
-@dataclass
-class Endpoint:
-    nic: str
-    netns: str
-    ip: str
-    gateway: str
-
-
-def attach(kumo: KumoServer, nic_id: str) -> Endpoint:
-    with kumo.http() as c:
-        r = c.post(f"{nic_id}/attachHostEndpoint", params={"api-version": NET_API})
-    assert r.status_code == 200, r.text
-    body = r.json()
-    return Endpoint(nic_id, body["netns"], body["privateIPAddress"], body["gateway"])
-
-
-def reach(netns: str | None, host: str, port: int) -> str | None:
-    """What the server at host:port says to a client in `netns` (None: the host), or None."""
-    argv = [sys.executable, PROBE, "connect", host, str(port)]
-    if netns:
-        argv = ["ip", "netns", "exec", netns, *argv]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=20)
-    return proc.stdout if proc.returncode == 0 else None
-
-
-class Servers:
-    """Probe servers started in endpoint namespaces; all stopped (by PID) at the end."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen[str]] = []
-
-    def start(self, ep: Endpoint, name: str, *ports: int) -> None:
-        proc = subprocess.Popen(["ip", "netns", "exec", ep.netns, sys.executable, PROBE, "serve",
-                                 ",".join(map(str, ports)), name], stdout=subprocess.PIPE, text=True)
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        self.procs.append(proc)
-
-    def stop(self) -> None:
-        for p in self.procs:
-            p.kill()
-            p.wait()
-
-
 def _nic(net: Any, rg: str, name: str, subnet_id: str, **extra: Any) -> Any:
     config = {"name": "ipconfig1", "properties": {"subnet": {"id": subnet_id}, **extra}}
     return net.network_interfaces.begin_create_or_update(rg, name, {

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from tests.conftest import KumoServer, start_server, stop_server, unique
-from tests.e2e.test_network_dataplane import NET_API, Servers, attach, reach
+from tests.conftest import start_server, stop_server, unique
+from tests.e2e.netlib import Servers, attach, delete_group, put_and_wait, reach
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="virtual networks need root")]
@@ -31,19 +31,6 @@ def _host_objects(site: str) -> dict[str, list[str]]:
             "routes": [r for r in routes if f" k{site}h" in r]}
 
 
-def _put(server: KumoServer, path: str, body: dict) -> dict:
-    with server.http() as c:
-        r = c.put(path, params={"api-version": NET_API}, json=body)
-        assert r.status_code in (200, 201), r.text
-        for _ in range(100):
-            got = c.get(path, params={"api-version": NET_API}).json()
-            if got["properties"]["provisioningState"] in ("Succeeded", "Failed"):
-                assert got["properties"]["provisioningState"] == "Succeeded", got
-                return got
-            time.sleep(0.1)
-    raise AssertionError(f"{path} did not finish")
-
-
 def test_crash_orphans_and_cleanup() -> None:
     server = start_server()
     servers = Servers()
@@ -53,13 +40,13 @@ def test_crash_orphans_and_cleanup() -> None:
         net = f"{base}/providers/Microsoft.Network"
         with server.http() as c:
             assert c.put(base, params={"api-version": "2024-11-01"}, json={"location": "local"}).status_code == 201
-        vnet = _put(server, f"{net}/virtualNetworks/v", {"location": "local", "properties": {
+        vnet = put_and_wait(server, f"{net}/virtualNetworks/v", {"location": "local", "properties": {
             "addressSpace": {"addressPrefixes": ["10.1.0.0/16"]},
             "subnets": [{"name": "s", "properties": {"addressPrefix": "10.1.0.0/24"}}]}})
-        pip = _put(server, f"{net}/publicIPAddresses/p", {"location": "local"})
-        nic = _put(server, f"{net}/networkInterfaces/n", {"location": "local", "properties": {"ipConfigurations": [
-            {"name": "c", "properties": {"subnet": {"id": vnet["properties"]["subnets"][0]["id"]},
-                                         "publicIPAddress": {"id": pip["id"]}}}]}})
+        pip = put_and_wait(server, f"{net}/publicIPAddresses/p", {"location": "local"})
+        cfg = {"subnet": {"id": vnet["properties"]["subnets"][0]["id"]}, "publicIPAddress": {"id": pip["id"]}}
+        nic = put_and_wait(server, f"{net}/networkInterfaces/n", {"location": "local", "properties": {
+            "ipConfigurations": [{"name": "c", "properties": cfg}]}})
         ep = attach(server, nic["id"])
         servers.start(ep, "alive", 8080)
         address = pip["properties"]["ipAddress"]
@@ -82,13 +69,7 @@ def test_crash_orphans_and_cleanup() -> None:
         assert reach(None, address, 8080) == "alive"  # rebuilt over the top: still one working path
 
         servers.stop()
-        with server.http() as c:
-            r = c.delete(base, params={"api-version": "2024-11-01"})
-            assert r.status_code == 202
-            for _ in range(100):
-                if c.get(base, params={"api-version": "2024-11-01"}).status_code == 404:
-                    break
-                time.sleep(0.1)
+        delete_group(server, base)
         assert _host_objects(site) == {"netns": [], "links": [], "tables": [], "routes": []}
     finally:
         servers.stop()
