@@ -139,8 +139,10 @@ async def serve(settings: Settings, say: Say = print) -> None:
                             ssl_keyfile=str(paths.server_key), log_level="warning", access_log=False,
                             lifespan="off", timeout_keep_alive=120, loop="none")
     server = _Uvicorn(config)
+    network = services.network
     paths.run_file.write_text(json.dumps({"pid": os.getpid(), "host": settings.host, "port": settings.port,
-                                          "endpoint": settings.endpoint}))
+                                          "endpoint": settings.endpoint, "public_ip_pool": settings.public_ip_pool,
+                                          "network_site": network.site, "network_unavailable": network.unavailable}))
     say(f"kumo is serving Azure Resource Manager at {settings.endpoint} (data in {paths.root})")
     try:
         await server.serve(sockets=[sock])

@@ -21,6 +21,15 @@ def test_status_reports_endpoint_identity_and_backends(kumo: KumoServer) -> None
     assert set(report["backends"]) >= {"qemu", "kvm", "runc", "nftables", "iproute2"}
     human = kumo.kumo("status").stdout
     assert "running" in human and kumo.identity["tenant_id"] in human
+    if os.geteuid() == 0:
+        net = report["network"]
+        assert net["unavailable"] is None and net["public_ip_pool"].startswith("127.78.")
+        assert f"site {net['site']}, public IPs from {net['public_ip_pool']}" in human
+
+
+def test_a_public_ip_pool_must_be_an_ipv4_prefix(kumo: KumoServer) -> None:
+    proc = kumo.kumo("up", "--public-ip-pool", "not-a-prefix", check=False)
+    assert proc.returncode != 0 and "is not an IPv4 prefix" in proc.stderr
 
 
 def test_env_exports_work_with_plain_az(kumo: KumoServer) -> None:

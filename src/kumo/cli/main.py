@@ -148,6 +148,8 @@ def status(data_dir: Path | None, as_json: bool) -> None:
         "subscription_id": ident.subscription_id if ident else None,
         "client_id": ident.client_id if ident else None,
         "backends": {b.name: b.found for b in found},
+        "network": {"site": info.get("network_site"), "public_ip_pool": info.get("public_ip_pool"),
+                    "unavailable": info.get("network_unavailable")} if info else None,
     }
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -158,6 +160,9 @@ def status(data_dir: Path | None, as_json: bool) -> None:
     if ident:
         click.echo(f"  tenant        {ident.tenant_id}\n  subscription  {ident.subscription_id}\n"
                    f"  principal     {ident.client_id} (Owner; secret in {paths.credentials})")
+    if (net := report["network"]) is not None:
+        click.echo("  network       " + (f"unavailable: {net['unavailable']}" if net["unavailable"] else
+                                         f"site {net['site']}, public IPs from {net['public_ip_pool']}"))
     click.echo("backends:")
     for b in found:
         click.echo(f"  {b.name:<10} {b.found or 'missing: ' + b.install:<40} {b.purpose}")
