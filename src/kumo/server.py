@@ -137,7 +137,9 @@ async def serve(settings: Settings, say: Say = print) -> None:
         say(f"resumed {resumed} unfinished operation(s)")
     config = uvicorn.Config(build_app(services), ssl_certfile=str(paths.server_cert),
                             ssl_keyfile=str(paths.server_key), log_level="warning", access_log=False,
-                            lifespan="off", timeout_keep_alive=120, loop="none")
+                            lifespan="off", timeout_keep_alive=120, loop="none",
+                            # idle TLS clients never answer close_notify: do not wait on them to stop
+                            timeout_graceful_shutdown=2)
     server = _Uvicorn(config)
     network = services.network
     paths.run_file.write_text(json.dumps({"pid": os.getpid(), "host": settings.host, "port": settings.port,

@@ -163,3 +163,23 @@ def test_instances_cannot_reach_kumo_or_the_host(topo: Topology, kumo: KumoServe
     finally:
         host_server.kill()
         host_server.wait()
+
+
+def test_a_nic_can_be_attached_as_a_tap_for_a_vm(kumo: KumoServer, topo: Topology, network_client: Any) -> None:
+    subnet = network_client.subnets.get(topo.rg_b, "vnet", "s1")
+    nic = _nic(network_client, topo.rg_b, "tapnic", subnet.id)
+    with kumo.http() as c:
+        r = c.post(f"{nic.id}/attachHostEndpoint", params={"api-version": "2024-05-01"}, json={"kind": "tap"})
+        assert r.status_code == 200, r.text
+        tap = r.json()
+        assert c.post(f"{nic.id}/attachHostEndpoint", params={"api-version": "2024-05-01"},
+                      json={"kind": "floppy"}).json()["error"]["code"] == "InvalidRequestContent"
+    assert tap["kind"] == "tap" and tap["privateIPAddress"] == "10.0.1.5" and tap["macAddress"].startswith("00:0d:3a")
+    link = json.loads(subprocess.run(["ip", "-n", tap["vnetNamespace"], "-j", "-d", "link", "show", tap["tap"]],
+                                     capture_output=True, text=True, check=True).stdout)[0]
+    assert link["linkinfo"]["info_kind"] == "tun" and link["master"].startswith("b")  # on the subnet's bridge
+    with kumo.http() as c:
+        assert c.post(f"{nic.id}/detachHostEndpoint", params={"api-version": "2024-05-01"}).status_code == 204
+    gone = subprocess.run(["ip", "-n", tap["vnetNamespace"], "link", "show", tap["tap"]], capture_output=True)
+    assert gone.returncode != 0
+    network_client.network_interfaces.begin_delete(topo.rg_b, "tapnic").result()

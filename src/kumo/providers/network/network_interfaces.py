@@ -250,8 +250,13 @@ class NetworkInterfaces(NetworkType):
         if resource.provisioning_state not in ("Succeeded", "Updating"):
             raise ArmError(409, "NicNotReady", f"Network interface {resource.name} is {resource.provisioning_state}; "
                            "attach once it has Succeeded.")
-        endpoint = await ctx.services.network.attach_netns(resource.key)
-        return JSONResponse(endpoint)
+        body = await ctx.json_body(required=False) or {}
+        kind = body.get("kind", "netns") if isinstance(body, dict) else None
+        if kind == "netns":
+            return JSONResponse(await ctx.services.network.attach_netns(resource.key))
+        if kind == "tap":  # for a QEMU of your own: run it in the returned vnetNamespace with this tap
+            return JSONResponse(await ctx.services.network.attach_tap(resource.key))
+        raise bad_request("InvalidRequestContent", "'kind' must be 'netns' (a namespace with eth0) or 'tap'.", "kind")
 
     async def detach_host_endpoint(self, ctx: "RequestContext", resource: Resource) -> Response:
         if ctx.method != "POST":

@@ -28,8 +28,8 @@ async def allocate_address(tx: Tx, pool: ipaddress.IPv4Network, owner: str, prev
     """The lowest free address of kumo's public pool (or `previous`, if still free)."""
     taken = await tx.allocated(POOL)
     if previous:
-        value = int(ipaddress.IPv4Address(previous))
-        if value in pool and await tx.claim(POOL, value, owner):
+        address = ipaddress.IPv4Address(previous)
+        if address in pool and await tx.claim(POOL, int(address), owner):
             return previous
     for host in pool.hosts():
         if int(host) not in taken and await tx.claim(POOL, int(host), owner):
@@ -118,10 +118,10 @@ class PublicIPAddresses(NetworkType):
 
 
 async def _check_label_free(tx: Tx, pip: Resource) -> None:
-    """A DNS label is unique per region (Azure's DnsRecordInUse)."""
+    """A DNS label is unique per region, across subscriptions (Azure's DnsRecordInUse)."""
     label = pip.body["properties"]["dnsSettings"]["domainNameLabel"]
-    for sub_pip in await tx.list_resources(pip.subscription_id, type=pip.type):
-        other = (sub_pip.body.get("properties") or {}).get("dnsSettings") or {}
-        if sub_pip.key != pip.key and sub_pip.location == pip.location and other.get("domainNameLabel") == label:
+    for other_pip in await tx.resources_of_type(pip.type):
+        other = (other_pip.body.get("properties") or {}).get("dnsSettings") or {}
+        if other_pip.key != pip.key and other_pip.location == pip.location and other.get("domainNameLabel") == label:
             raise bad_request("DnsRecordInUse", f"DNS record {fqdn(label, pip.location or '')} is already used by "
                               f"another public IP.", "properties.dnsSettings.domainNameLabel")

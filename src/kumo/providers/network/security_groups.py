@@ -7,14 +7,16 @@ from __future__ import annotations
 import ipaddress
 from typing import TYPE_CHECKING, Any
 
-from kumo.arm.errors import bad_request
+from starlette.responses import JSONResponse, Response
+
+from kumo.arm.errors import ArmError, bad_request
 from kumo.arm.ids import ResourceId
 from kumo.providers.network.common import (InlineChildren, NetworkType, canonical, child_entry, in_use_error,
                                            new_etag, props_of)
 from kumo.store import Resource, Tx
 
 if TYPE_CHECKING:
-    from kumo.arm.context import Services
+    from kumo.arm.context import RequestContext, Services
 
 NSG_TYPE = "Microsoft.Network/networkSecurityGroups"
 RULE_TYPE = f"{NSG_TYPE}/securityRules"
@@ -151,6 +153,7 @@ async def _resync_users(services: "Services", nsg: Resource) -> None:
 class NetworkSecurityGroups(NetworkType):
     # 1. the ARM type
     type_path = ("networkSecurityGroups",)
+    actions = {"defaultsecurityrules": "list_default_rules"}
 
     # 2. normalise + validate
     def normalise(self, rid: ResourceId, body: dict[str, Any], existing: Resource | None) -> dict[str, Any]:
@@ -190,6 +193,12 @@ class NetworkSecurityGroups(NetworkType):
     # 3. host effects: the VNets that use it re-render their rules
     async def realise(self, services: "Services", resource: Resource) -> None:
         await _resync_users(services, resource)
+
+    # 4. read-only views: GET …/defaultSecurityRules (the SDK's default_security_rules.list)
+    async def list_default_rules(self, ctx: "RequestContext", resource: Resource) -> Response:
+        if ctx.method != "GET":
+            raise ArmError(405, "MethodNotAllowed", "defaultSecurityRules can only be read.")
+        return JSONResponse({"value": (resource.body.get("properties") or {}).get("defaultSecurityRules", [])})
 
 
 class SecurityRules(NetworkType):
