@@ -71,6 +71,7 @@ def ids(refs: list[Any] | None) -> set[str]:
 
 # -- virtual networks and subnets ------------------------------------------------------------------
 
+@pytest.mark.slow  # the az CLI takes about a second a call
 def test_az_vnet_and_subnet_lifecycle(kumo: KumoServer, network_client, rg: str) -> None:
     sub = kumo.identity["subscription_id"]
     created = kumo.az("network", "vnet", "create", "-g", rg, "-n", "vnet1", "-l", "local",
@@ -271,6 +272,7 @@ def test_sdk_nic_private_addresses_follow_azure_rules(network_client, rg: str) -
     sdk_error("ResourceNotFound", lambda: nc.network_interfaces.get(rg, "tiny0"), 404)
 
 
+@pytest.mark.slow  # the az CLI takes about a second a call
 def test_az_nic_and_public_ip_lifecycle(kumo: KumoServer, network_client, rg: str) -> None:
     nc = network_client
     label = unique("lbl")
@@ -403,6 +405,7 @@ DEFAULTS = {("AllowVnetInBound", "Inbound", 65000, "Allow"), ("AllowAzureLoadBal
             ("AllowInternetOutBound", "Outbound", 65001, "Allow"), ("DenyAllOutBound", "Outbound", 65500, "Deny")}
 
 
+@pytest.mark.slow  # the az CLI takes about a second a call
 def test_az_nsg_and_rules_lifecycle(kumo: KumoServer, network_client, rg: str) -> None:
     nc = network_client
     nsg = kumo.az("network", "nsg", "create", "-g", rg, "-n", "nsg1", "-l", "local", "--tags", "a=1")["NewNSG"]

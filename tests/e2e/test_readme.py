@@ -27,6 +27,7 @@ def test_readme_sdk_snippet_runs(kumo: KumoServer) -> None:
     assert kumo.az("group", "exists", "-n", "rg1") is False  # the snippet deletes what it made
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"), reason="virtual networks need root and nftables")
 def test_readme_network_walkthrough_runs(kumo: KumoServer) -> None:
     readme = (ROOT / "README.md").read_text()
