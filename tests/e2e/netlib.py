@@ -72,6 +72,14 @@ def put_and_wait(server: KumoServer, path: str, body: dict) -> dict:
     raise AssertionError(f"{path} did not finish")
 
 
+def create_group(server: KumoServer, name: str) -> tuple[str, str]:
+    """A new resource group: its path and the path of Microsoft.Network under it."""
+    base = f"/subscriptions/{server.identity['subscription_id']}/resourceGroups/{name}"
+    with server.http() as c:
+        assert c.put(base, params=RG_API, json={"location": "local"}).status_code == 201
+    return base, f"{base}/providers/Microsoft.Network"
+
+
 def delete_group(server: KumoServer, group_path: str) -> None:
     """Delete a resource group and wait until it is gone (its host objects with it)."""
     with server.http() as c:

@@ -11,7 +11,7 @@ import shutil
 import pytest
 
 from tests.conftest import start_server, stop_server, unique
-from tests.e2e.netlib import Servers, attach, delete_group, put_and_wait, reach
+from tests.e2e.netlib import Servers, attach, create_group, delete_group, put_and_wait, reach
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"), reason="virtual networks need root")]
@@ -22,11 +22,7 @@ def test_instance_reaches_another_vnets_public_ip_through_snat() -> None:
     server = start_server("--public-ip-pool", f"198.18.{random.randrange(256)}.0/24")
     servers = Servers()
     try:
-        rg = unique("rgout")
-        base = f"/subscriptions/{server.identity['subscription_id']}/resourceGroups/{rg}"
-        net = f"{base}/providers/Microsoft.Network"
-        with server.http() as c:
-            assert c.put(base, params={"api-version": "2024-11-01"}, json={"location": "local"}).status_code == 201
+        base, net = create_group(server, unique("rgout"))
         eps, pips = {}, {}
         for side in ("a", "b", "c"):
             vnet = put_and_wait(server, f"{net}/virtualNetworks/v{side}", {"location": "local", "properties": {

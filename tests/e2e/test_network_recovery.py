@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests.conftest import start_server, stop_server, unique
-from tests.e2e.netlib import Servers, attach, delete_group, put_and_wait, reach
+from tests.e2e.netlib import Servers, attach, create_group, delete_group, put_and_wait, reach
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="virtual networks need root")]
@@ -35,11 +35,7 @@ def test_crash_orphans_and_cleanup() -> None:
     server = start_server()
     servers = Servers()
     try:
-        rg = unique("rgrec")
-        base = f"/subscriptions/{server.identity['subscription_id']}/resourceGroups/{rg}"
-        net = f"{base}/providers/Microsoft.Network"
-        with server.http() as c:
-            assert c.put(base, params={"api-version": "2024-11-01"}, json={"location": "local"}).status_code == 201
+        base, net = create_group(server, unique("rgrec"))
         vnet = put_and_wait(server, f"{net}/virtualNetworks/v", {"location": "local", "properties": {
             "addressSpace": {"addressPrefixes": ["10.1.0.0/16"]},
             "subnets": [{"name": "s", "properties": {"addressPrefix": "10.1.0.0/24"}}]}})

@@ -15,6 +15,7 @@ import ipaddress
 import json
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -50,6 +51,16 @@ class _Passes:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     requested: int = 0
     done: int = 0
+
+    async def run(self, work: Callable[[], Awaitable[None]]) -> None:
+        self.requested += 1
+        mine = self.requested
+        async with self.lock:
+            if self.done >= mine:
+                return  # a pass that started after this request already did the work
+            started = self.requested
+            await work()
+            self.done = started
 
 
 class NetworkController:
@@ -186,19 +197,11 @@ class NetworkController:
         if not vnet_key:
             return
         self._require()
-        passes = self._passes.setdefault(vnet_key, _Passes())
-        passes.requested += 1
-        mine = passes.requested
-        async with passes.lock:
-            if passes.done >= mine:
-                return
-            started = passes.requested
-            try:
-                await self._sync_once(vnet_key)
-            except HostCommandError as e:
-                raise ArmError(500, "NetworkSetupFailed", f"kumo could not set up the virtual network on the host: "
-                               f"{e}") from e
-            passes.done = started
+        try:
+            await self._passes.setdefault(vnet_key, _Passes()).run(lambda: self._sync_once(vnet_key))
+        except HostCommandError as e:
+            raise ArmError(500, "NetworkSetupFailed", f"kumo could not set up the virtual network on the host: "
+                           f"{e}") from e
         await self.sync_host()
 
     async def sync_vnet_of_nic(self, nic_key: str) -> None:
@@ -223,19 +226,14 @@ class NetworkController:
     async def sync_host(self) -> None:
         if self.unavailable or self.site is None:
             return
-        passes = self._host_passes
-        passes.requested += 1
-        mine = passes.requested
-        async with passes.lock:
-            if passes.done >= mine:
-                return
-            started = passes.requested
-            if self._specs:
-                await self.driver.apply_host(HostSpec(table=self.host_table, link_prefix=self.host_link_prefix,
-                                                      vnets=list(self._specs.values())))
-            else:  # no VNet left: nothing of kumo's stays in the host namespace
-                await self.driver.remove_host_table(self.host_table)
-            passes.done = started
+        await self._host_passes.run(self._sync_host_once)
+
+    async def _sync_host_once(self) -> None:
+        if self._specs:
+            await self.driver.apply_host(HostSpec(table=self.host_table, link_prefix=self.host_link_prefix,
+                                                  vnets=list(self._specs.values())))
+        else:  # no VNet left: nothing of kumo's stays in the host namespace
+            await self.driver.remove_host_table(self.host_table)
 
     async def _sync_once(self, vnet_key: str) -> None:
         async with self.store.read() as tx:
