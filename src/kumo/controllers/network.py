@@ -111,7 +111,7 @@ class NetworkController:
             log.warning("virtual networks unavailable: %s", e)
             return
         async with self.store.read() as tx:
-            vnets = [v for v in await tx.resources_of_type(VNET)]
+            vnets = await tx.resources_of_type(VNET)
             nics = await tx.resources_of_type("microsoft.network/networkinterfaces")
         vnet_ns = {self.vnet_netns(v.key): v.key for v in vnets}
         nic_ns = {self.endpoint_netns(n.key): n.key for n in nics}
@@ -128,8 +128,9 @@ class NetworkController:
             if link.startswith(self.host_link_prefix) and link not in known_links:
                 await self.driver.delete_host_link(link)
         taps = {f"t{short_hash(n.key)}": n.key for n in nics}
+        present = await self.driver.list_netns()
         for v in vnets:
-            if self.vnet_netns(v.key) in await self.driver.list_netns():
+            if self.vnet_netns(v.key) in present:
                 for link in await self.driver.links(self.vnet_netns(v.key)):
                     if link in taps:
                         self._attached[taps[link]] = "tap"

@@ -158,10 +158,6 @@ class LinuxNetworkDriver:
     async def delete_host_link(self, name: str) -> None:
         await run("ip", "link", "del", name, check=False)
 
-    def forget_ports(self, ports: set[str]) -> None:
-        for p in ports:
-            self._configured.pop(p, None)
-
     # -- kumo's table and routes in the host namespace --------------------------------------------
     async def apply_host(self, spec: HostSpec) -> None:
         ruleset = nftables.host_ruleset(spec)

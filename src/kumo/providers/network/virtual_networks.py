@@ -232,8 +232,6 @@ class Subnets(NetworkType):
         if existing is not None:
             await _check_still_fits(tx, resource.id, props["addressPrefix"])
             props["ipConfigurations"] = (existing.body.get("properties") or {}).get("ipConfigurations", [])
-        # a subnet is live as soon as it is written: the VNet's namespace gets its bridge in realise
-        resource.body["type"] = SUBNET_TYPE
         await _sync_subnet_nsg(tx, resource.id, existing.body if existing else None, resource.body)
         await SUBNETS.write_parent(tx, resource.parent_key, _succeeded(resource))
 
