@@ -99,6 +99,20 @@ class Operations:
         async with store.write() as tx:
             await tx.finish_operation(op.id, "Succeeded", result=result)
 
+    async def wait(self, op_id: str) -> Operation:
+        """The operation's row once it has finished (for work that waits on other work)."""
+        assert self.services is not None
+        while True:
+            task = self._tasks.get(op_id)
+            if task is not None:
+                await asyncio.shield(asyncio.wait([task]))
+            async with self.services.store.read() as tx:
+                op = await tx.get_operation(op_id)
+            if op is None or op.done:
+                assert op is not None, f"operation {op_id} vanished"
+                return op
+            await asyncio.sleep(0.05)  # launched by someone else and not yet registered
+
     async def resume(self) -> int:
         """Re-run every operation a previous process left unfinished (handlers are idempotent)."""
         assert self.services is not None

@@ -157,6 +157,8 @@ async def _resource(ctx: RequestContext, sub: str, rg: str, namespace: str, rest
         return await lifecycle.run_action(ctx, rid, handler, extra[0])
     if extra:
         raise _unknown_type(ctx, namespace, "/".join((*rid.types, extra[0])))
+    if handler.read_only and ctx.method not in READ_METHODS:
+        raise method_not_allowed(ctx)
     return await _by_method(ctx, RESOURCE_METHODS, rid, handler)
 
 

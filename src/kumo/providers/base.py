@@ -90,6 +90,9 @@ class ResourceType:
         return None
 
     actions: ClassVar[dict[str, str]] = {}  # lower-case action name -> method name on the class
+    unbound_actions: ClassVar[frozenset[str]] = frozenset()  # actions that may run before the resource
+    # exists: their method gets the ResourceId instead of the Resource
+    read_only: ClassVar[bool] = False  # rows written by kumo itself (e.g. deployment operations): GET only
 
 
 @dataclass

@@ -14,7 +14,7 @@ from kumo.arm.ids import ResourceId, resource_group_key
 from kumo.arm.lro import OperationRun
 from kumo.providers.base import ResourceType
 from kumo.providers.resources.locations import home_location, normalise_location
-from kumo.store import Resource, Tx
+from kumo.store import Operation, Resource, Tx
 
 if TYPE_CHECKING:
     from kumo.arm.context import RequestContext, Services
@@ -75,6 +75,20 @@ async def apply(ctx: "RequestContext", rid: ResourceId, handler: ResourceType,
                 request_body: dict[str, Any]) -> Response:
     """Make `request_body` the resource's desired state (PUT, and PATCH after merging)."""
     services = ctx.services
+    resource, created, op = await apply_desired(services, rid, handler, request_body,
+                                                f"{ctx.method} by {ctx.caller.app_id}")
+    status = 201 if created else 200
+    if op is None:
+        return JSONResponse(handler.view(resource), status_code=status)
+    headers = services.operations.headers(op, ctx.base_url, ctx.api_version, location=False)
+    return JSONResponse(handler.view(resource), status_code=status, headers=headers)
+
+
+async def apply_desired(services: "Services", rid: ResourceId, handler: ResourceType, request_body: dict[str, Any],
+                        why: str) -> tuple[Resource, bool, Operation | None]:
+    """The core of PUT, shared by the REST API and template deployments: validate, store the desired
+    state with its operation, launch it. Returns the stored resource, whether it is new, and the
+    operation realising it (None for synchronous types)."""
     if not handler.name_pattern.match(rid.name):
         raise bad_request("InvalidResourceName", f"Resource name {rid.name} is invalid. {handler.name_rule}")
     async with services.store.read() as tx:
@@ -113,20 +127,16 @@ async def apply(ctx: "RequestContext", rid: ResourceId, handler: ResourceType,
     async with services.store.write() as tx:
         await handler.write_through(tx, resource, existing)
         await tx.put_resource(resource)
-        await tx.add_event(rid.key, "Accepted" if existing is None else "Updated",
-                           f"{ctx.method} by {ctx.caller.app_id}")
+        await tx.add_event(rid.key, "Accepted" if existing is None else "Updated", why)
         if handler.long_running:
             op = services.operations.new(subscription_id=rid.subscription, namespace=handler.namespace,
                                          location=location or home_location(),
                                          kind="resource.reconcile", resource_key=rid.key,
                                          params={"generation": resource.desired_gen})
             await tx.add_operation(op)
-    status = 200 if existing is not None else 201
-    if op is None:
-        return JSONResponse(handler.view(resource), status_code=status)
-    services.operations.launch(op)
-    headers = services.operations.headers(op, ctx.base_url, ctx.api_version, location=False)
-    return JSONResponse(handler.view(resource), status_code=status, headers=headers)
+    if op is not None:
+        services.operations.launch(op)
+    return resource, existing is None, op
 
 
 async def get(ctx: "RequestContext", rid: ResourceId, handler: ResourceType) -> Response:
@@ -233,7 +243,10 @@ async def run_action(ctx: "RequestContext", rid: ResourceId, handler: ResourceTy
         resource = await tx.get_resource(rid.key)
         if resource is None:
             await require_resource_group(tx, rid.subscription, rid.resource_group or "", for_write=False)
-            raise not_found(handler.type, "/".join(rid.names), rid.resource_group)
+            if action.lower() not in handler.unbound_actions:
+                raise not_found(handler.type, "/".join(rid.names), rid.resource_group)
+    if resource is None:  # an action that needs no resource yet, e.g. a deployment's validate
+        return await getattr(handler, method)(ctx, rid)
     return await getattr(handler, method)(ctx, resource)
 
 
