@@ -29,7 +29,7 @@ from kumo.identity.tokens import TokenSigner
 from kumo.providers import lifecycle
 from kumo.providers.base import ProviderRegistry, TypeInfo
 from kumo.providers.network import network_interfaces, public_ips, security_groups, virtual_networks
-from kumo.providers.resources import resource_groups, template_specs
+from kumo.providers.resources import deployments, resource_groups, template_specs
 from kumo.store import Store
 
 log = logging.getLogger("kumo")
@@ -63,6 +63,8 @@ def build_registry(settings: Settings) -> ProviderRegistry:
     )
     registry.add(template_specs.TemplateSpecs())
     registry.add(template_specs.TemplateSpecVersions())
+    registry.add(deployments.Deployments())
+    registry.add(deployments.DeploymentOperations())
     pool = settings.public_network
     for handler in (virtual_networks.VirtualNetworks(), virtual_networks.Subnets(),
                     network_interfaces.NetworkInterfaces(pool), public_ips.PublicIPAddresses(pool),

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import json5
 from starlette.requests import Request
 
 from kumo.arm.errors import ArmError, invalid_request_content
@@ -93,11 +95,14 @@ class RequestContext:
             return None
         try:
             text = raw.decode("utf-8")
-            self._body = json.loads(text)
         except UnicodeDecodeError:
             raise invalid_request_content("The request body is not valid UTF-8") from None
+        try:
+            self._body = json.loads(text)
         except (json.JSONDecodeError, RecursionError) as e:
-            raise invalid_request_content(f"Unexpected character encountered while parsing value: {e}") from None
+            # ARM reads JSON with comments, unquoted names and trailing commas (JSONC), and az sends
+            # templates that way; the lenient parser is slower, so it runs off the event loop.
+            self._body = await asyncio.to_thread(_lenient_json, text, e)
         if _depth(self._body, MAX_DEPTH) > MAX_DEPTH:
             raise invalid_request_content(f"The JSON nesting depth exceeds the maximum of {MAX_DEPTH}")
         return self._body
@@ -107,6 +112,13 @@ class RequestContext:
         if not isinstance(body, dict):
             raise invalid_request_content("The request body must be a JSON object")
         return body
+
+
+def _lenient_json(text: str, strict_error: Exception) -> Any:
+    try:
+        return json5.loads(text)
+    except (ValueError, RecursionError):
+        raise invalid_request_content(f"Unexpected character encountered while parsing value: {strict_error}") from None
 
 
 def check_api_version(value: str | None) -> str:

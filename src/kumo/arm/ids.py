@@ -42,6 +42,9 @@ def parse(path: str) -> ArmPath | None:
                 return ArmPath(subscription, None, None, (), tail=("resourcegroups",))
             resource_group = parts[i + 1]
             i += 2
+    if lower[i:i + 1] == ["deployments"] and resource_group is not None:
+        # ARM's older path for deployments, without /providers/Microsoft.Resources (az still uses it)
+        return ArmPath(subscription, resource_group, "Microsoft.Resources", tuple(parts[i:]))
     if lower[i:i + 1] == ["providers"]:
         if len(parts) == i + 1:
             return ArmPath(subscription, resource_group, None, (), tail=("providers",))

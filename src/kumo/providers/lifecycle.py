@@ -286,7 +286,8 @@ async def reconcile_operation(run: OperationRun) -> None:
     try:
         await handler.realise(services, resource)
     except ArmError as e:
-        await _set_state(services, key, resource.desired_gen, "Failed", f"{e.code}: {e.message}")
+        state = getattr(e, "state", "Failed")  # a canceled deployment ends Canceled, not Failed
+        await _set_state(services, key, resource.desired_gen, state, f"{e.code}: {e.message}")
         raise
     await _set_state(services, key, resource.desired_gen, "Succeeded", "provisioned")
     return None
