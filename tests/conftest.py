@@ -154,6 +154,14 @@ def resource_client(kumo: KumoServer, sdk_credential: Any) -> Any:
 
 
 @pytest.fixture(scope="session")
+def deployments_client(kumo: KumoServer, sdk_credential: Any) -> Any:
+    from azure.mgmt.resource.deployments import DeploymentsMgmtClient
+
+    return DeploymentsMgmtClient(sdk_credential, kumo.identity["subscription_id"], base_url=kumo.endpoint,
+                                 credential_scopes=[f"{kumo.endpoint}/.default"], polling_interval=0.2)
+
+
+@pytest.fixture(scope="session")
 def network_client(kumo: KumoServer, sdk_credential: Any) -> Any:
     from azure.mgmt.network import NetworkManagementClient
 
