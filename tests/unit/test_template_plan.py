@@ -9,7 +9,8 @@ import pytest
 
 from kumo.arm.errors import ArmError
 from kumo.providers.resources.templates import parameters
-from kumo.providers.resources.templates.context import DeploymentInfo, TemplateScope, variable_definitions
+from kumo.providers.resources.templates.context import (DeploymentInfo, TemplateScope, user_functions,
+                                                        variable_definitions)
 from kumo.providers.resources.templates.plan import Planner, evaluate_body
 
 SUB = "00000000-0000-0000-0000-000000000001"
@@ -115,3 +116,16 @@ def test_parameters_bind_defaults_types_and_limits() -> None:
         with pytest.raises(ArmError) as e:
             parameters.bind(declared, supplied, functions_for)
         assert message in e.value.message, (supplied, e.value.message)
+
+
+def test_user_defined_functions_see_only_their_arguments() -> None:
+    fns = user_functions([{"namespace": "kumo", "members": {"name": {
+        "parameters": [{"name": "base", "type": "string"}, {"name": "n", "type": "int"}],
+        "output": {"type": "string", "value": "[format('{0}-{1}', toLower(parameters('base')), parameters('n'))]"}}}}])
+    s = scope()
+    s.user_functions = fns
+    r = Planner(s, RG).plan([nsg("[kumo.name('WEB', copyIndex())]", copy={"name": "l", "count": 2})])
+    assert [p.name for p in r] == ["web-0", "web-1"]
+    with pytest.raises(ArmError) as e:
+        Planner(s, RG).plan([nsg("[kumo.name('x')]")])
+    assert "expects 2 arguments" in e.value.message

@@ -71,6 +71,7 @@ class TemplateScope:
     providers: Callable[[str, str | None], Any]  # providers(namespace, type) -> Azure's provider shape
     names: dict[str, str] = field(default_factory=dict)  # resource name or symbolic name -> resource id
     references: dict[str, dict[str, Any]] = field(default_factory=dict)  # resource id (lower) -> GET body
+    user_functions: dict[str, Function] = field(default_factory=dict)  # "ns.name" -> function
     _variables: dict[str, Any] = field(default_factory=dict)
     _evaluating: list[str] = field(default_factory=list)
 
@@ -95,6 +96,7 @@ class TemplateScope:
             "pickzones": lambda args: [],  # kumo's locations have no availability zones
             "copyindex": lambda args: _copy_index(args, copy or {}, own_loop),
         })
+        fns.update(self.user_functions)
         return fns
 
     # -- deployment family ------------------------------------------------------------------------
@@ -250,3 +252,38 @@ def _copy_index(args: list[Any], copy: dict[str, int], own_loop: str | None) -> 
     index = next(v for k, v in copy.items() if k.lower() == loop.lower())
     return index + offset
 
+
+
+def user_functions(raw: Any) -> dict[str, Function]:
+    """A template's `functions`: each member evaluates its `output.value` with `parameters()`
+    bound to its arguments and the pure functions only (Azure lets them use nothing else)."""
+    out: dict[str, Function] = {}
+    if raw is None:
+        return out
+    if not isinstance(raw, list):
+        raise TemplateExpressionError("'functions' must be an array of namespaces.")
+    for ns in raw:
+        namespace = str((ns or {}).get("namespace", ""))
+        for name, member in ((ns or {}).get("members") or {}).items():
+            out[f"{namespace}.{name}".lower()] = _user_function(f"{namespace}.{name}", member or {})
+    return out
+
+
+def _user_function(full_name: str, member: dict[str, Any]) -> Function:
+    names = [str(p.get("name")) for p in member.get("parameters") or []]
+    output = (member.get("output") or {}).get("value")
+
+    def call(args: list[Any]) -> Any:
+        if len(args) != len(names):
+            raise TemplateExpressionError(f"The user function '{full_name}' expects {len(names)} arguments, got "
+                                          f"{len(args)}.")
+        values = {n.lower(): a for n, a in zip(names, args, strict=True)}
+
+        def parameter(a: list[Any]) -> Any:
+            key = str(a[0]) if a else ""
+            if key.lower() not in values:
+                raise TemplateExpressionError(f"The user function '{full_name}' has no parameter '{key}'.")
+            return values[key.lower()]
+
+        return evaluate_json(output, {**PURE_FUNCTIONS, "parameters": parameter})
+    return call

@@ -20,7 +20,7 @@ from kumo.arm.ids import ResourceId, parse_resource_id, resource_group_key
 from kumo.providers import lifecycle
 from kumo.providers.resources.templates import parameters as params
 from kumo.providers.resources.templates.context import (DeploymentInfo, NeedsReference, TemplateScope,
-                                                        variable_definitions)
+                                                        user_functions, variable_definitions)
 from kumo.providers.resources.templates.expressions import TemplateExpressionError, evaluate_json
 from kumo.providers.resources.templates.plan import (DEPLOYMENTS_TYPE, PlannedResource, Planner, evaluate_body,
                                                      expression_error, invalid_template)
@@ -88,16 +88,17 @@ async def prepare(services: "Services", rid: ResourceId, props: dict[str, Any]) 
                           location=group.location or "local")
     try:
         variables = variable_definitions(template.get("variables"))
+        functions = user_functions(template.get("functions"))
     except TemplateExpressionError as e:
         raise invalid_template(str(e)) from None
     declared = template.get("parameters") or {}
     providers = providers_function(services)
 
     def functions_for(bound: dict[str, Any]) -> Any:
-        return TemplateScope(info, bound, {}, providers).functions()
+        return TemplateScope(info, bound, {}, providers, user_functions=functions).functions()
 
     bound = params.bind(declared, props.get("parameters") or {}, functions_for)
-    scope = TemplateScope(info, bound, variables, providers)
+    scope = TemplateScope(info, bound, variables, providers, user_functions=functions)
     base = f"/subscriptions/{rid.subscription}/resourceGroups/{group.name}"
     plan = Planner(scope, base).plan(template.get("resources", []))
     return Prepared(template, scope, plan, declared)
