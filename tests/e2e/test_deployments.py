@@ -8,6 +8,7 @@ import copy
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -333,3 +334,32 @@ def test_the_network_part_of_az_generated_templates_deploys(kumo: KumoServer, rg
         if not served:  # not served yet: a clear error, never a stored fake
             code = op["properties"]["statusMessage"]["error"]["code"]
             assert code in ("NoRegisteredProviderFound", "InvalidResourceType"), code
+
+
+def test_a_running_deployment_can_be_canceled(kumo: KumoServer, rg: str) -> None:
+    path = f"/subscriptions/{kumo.identity['subscription_id']}/resourceGroups/{rg}/providers/Microsoft.Resources/" \
+           "deployments/long"
+    api = {"api-version": "2024-11-01"}
+    template = {"$schema": TEMPLATE["$schema"], "contentVersion": "1.0.0.0", "resources": [
+        {"type": "Microsoft.Network/networkSecurityGroups", "apiVersion": "2023-09-01", "location": "local",
+         "name": "[concat('n', copyIndex())]", "copy": {"name": "l", "count": 400, "mode": "serial", "batchSize": 1}}]}
+    with kumo.http() as c:
+        assert c.put(path, params=api, json={"properties": {"mode": "Incremental", "template": template}}
+                     ).status_code == 201
+        time.sleep(0.5)
+        assert c.post(f"{path}/cancel", params=api).status_code == 204
+        for _ in range(100):
+            body = c.get(path, params=api).json()
+            if body["properties"]["provisioningState"] not in ("Creating", "Running", "Accepted"):
+                break
+            time.sleep(0.1)
+        assert body["properties"]["provisioningState"] == "Canceled"
+        assert body["properties"]["error"]["code"] == "DeploymentCanceled"
+        ops = c.get(f"{path}/operations", params=api).json()
+        states = [o["properties"]["provisioningState"] for o in ops["value"]]
+        while "nextLink" in ops:
+            ops = c.get(ops["nextLink"]).json()
+            states += [o["properties"]["provisioningState"] for o in ops["value"]]
+        assert 0 < len(states) < 400 and set(states) <= {"Succeeded", "Canceled"}  # the rest never started
+        again = c.post(f"{path}/cancel", params=api)
+        assert again.status_code == 409 and again.json()["error"]["code"] == "DeploymentCannotBeCancelled"

@@ -143,6 +143,9 @@ class DeploymentRun:
             op_key = await self._record(r, "Running", started)
             try:
                 await self._apply(r)
+            except asyncio.CancelledError:  # the deployment was canceled (or kumo stops) mid-way
+                await asyncio.shield(self._record(r, "Canceled", started, op_key))
+                raise
             except ArmError as e:
                 self.status[r.key] = "Failed"
                 error = e.body()["error"]
