@@ -363,3 +363,43 @@ def test_a_running_deployment_can_be_canceled(kumo: KumoServer, rg: str) -> None
         assert 0 < len(states) < 400 and set(states) <= {"Succeeded", "Canceled"}  # the rest never started
         again = c.post(f"{path}/cancel", params=api)
         assert again.status_code == 409 and again.json()["error"]["code"] == "DeploymentCannotBeCancelled"
+
+
+@pytest.mark.slow
+def test_a_deployment_survives_kill_9_and_finishes() -> None:
+    from tests.conftest import start_server, stop_server
+    from tests.e2e.netlib import create_group, delete_group
+
+    server = start_server()
+    try:
+        base, _ = create_group(server, unique("rgcrash"))
+        path = f"{base}/providers/Microsoft.Resources/deployments/crash"
+        api = {"api-version": "2024-11-01"}
+        template = {"$schema": TEMPLATE["$schema"], "contentVersion": "1.0.0.0", "resources": [
+            {"type": "Microsoft.Network/networkSecurityGroups", "apiVersion": "2023-09-01", "location": "local",
+             "name": "[concat('n', copyIndex())]", "copy": {"name": "l", "count": 150, "mode": "serial",
+                                                            "batchSize": 5}}]}
+        with server.http() as c:
+            assert c.put(path, params=api, json={"properties": {"mode": "Incremental", "template": template}}
+                         ).status_code == 201
+            time.sleep(0.4)
+        os.kill(server.pid(), 9)
+        time.sleep(0.3)
+        (server.data_dir / "run.json").unlink()
+        server.start()  # the deployment's operation resumes
+        with server.http() as c:
+            for _ in range(300):
+                state = c.get(path, params=api).json()["properties"]["provisioningState"]
+                if state in ("Succeeded", "Failed"):
+                    break
+                time.sleep(0.1)
+            assert state == "Succeeded"
+            nsgs = c.get(f"{base}/providers/Microsoft.Network/networkSecurityGroups", params=api).json()
+            count = len(nsgs["value"])
+            while "nextLink" in nsgs:
+                nsgs = c.get(nsgs["nextLink"]).json()
+                count += len(nsgs["value"])
+            assert count == 150
+        delete_group(server, base)
+    finally:
+        stop_server(server)
