@@ -169,5 +169,16 @@ def network_client(kumo: KumoServer, sdk_credential: Any) -> Any:
                                    credential_scopes=[f"{kumo.endpoint}/.default"], polling_interval=0.2)
 
 
+@pytest.fixture
+def rg(resource_client: Any) -> Iterator[str]:
+    """A resource group of the test's own, deleted (with the host objects of all it holds) at the end."""
+    name = unique("rg")
+    resource_client.resource_groups.create_or_update(name, {"location": "local"})
+    try:
+        yield name
+    finally:
+        resource_client.resource_groups.begin_delete(name).result()
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"

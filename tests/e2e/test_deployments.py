@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -134,16 +133,6 @@ TEMPLATE: dict[str, Any] = {
         }},
     },
 }
-
-
-@pytest.fixture
-def rg(kumo: KumoServer, resource_client: Any) -> Iterator[str]:
-    name = unique("rgdep")
-    resource_client.resource_groups.create_or_update(name, {"location": "local"})
-    try:
-        yield name
-    finally:
-        resource_client.resource_groups.begin_delete(name).result()
 
 
 def _write(tmp_path: Path, template: dict[str, Any], name: str = "t.json") -> str:

@@ -6,7 +6,7 @@ server runs as root with nftables, so every resource is realised on the host and
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,17 +16,6 @@ from tests.conftest import KumoServer, unique
 
 pytestmark = pytest.mark.e2e
 ACI = "Microsoft.ContainerInstance/containerGroups"
-
-
-@pytest.fixture
-def rg(resource_client) -> Iterator[str]:
-    """A resource group of the test's own, deleted (with the host objects of all it holds) at the end."""
-    name = unique("rgnet")
-    resource_client.resource_groups.create_or_update(name, {"location": "local"})
-    try:
-        yield name
-    finally:
-        resource_client.resource_groups.begin_delete(name).result()
 
 
 def sdk_error(code: str, call: Callable[[], Any], status: int = 400) -> HttpResponseError:
