@@ -392,3 +392,30 @@ def test_a_deployment_survives_kill_9_and_finishes() -> None:
         delete_group(server, base)
     finally:
         stop_server(server)
+
+
+def test_symbolic_names_and_existing_resources(kumo: KumoServer, rg: str, deployments_client: Any,
+                                               network_client: Any) -> None:
+    network_client.network_security_groups.begin_create_or_update(rg, "shared", {"location": "local"}).result()
+    template = {"$schema": TEMPLATE["$schema"], "languageVersion": "2.0", "contentVersion": "1.0.0.0",
+                "resources": {
+                    "shared": {"type": "Microsoft.Network/networkSecurityGroups", "apiVersion": "2023-09-01",
+                               "name": "shared", "existing": True},
+                    "mine": {"type": "Microsoft.Network/networkSecurityGroups", "apiVersion": "2023-09-01",
+                             "name": "shared-copy", "location": "[reference('shared', '2023-09-01', 'Full').location]",
+                             "dependsOn": ["shared"]}},
+                "outputs": {"rules": {"type": "int",
+                                      "value": "[length(reference('shared').defaultSecurityRules)]"},
+                            "mine": {"type": "string", "value": "[reference('mine', '2023-09-01', 'Full').name]"}}}
+    result = deployments_client.deployments.begin_create_or_update(
+        rg, "symbolic", {"properties": {"mode": "Incremental", "template": template}}).result()
+    assert result.properties.provisioning_state == "Succeeded"
+    assert result.properties.outputs == {"rules": {"type": "Int", "value": 6},
+                                         "mine": {"type": "String", "value": "shared-copy"}}
+    assert network_client.network_security_groups.get(rg, "shared-copy").name == "shared-copy"
+    bad = {**template, "resources": {**template["resources"], "mine": {
+        **template["resources"]["mine"], "name": "[reference('shared').resourceGuid]"}}}
+    with pytest.raises(HttpResponseError) as e:
+        deployments_client.deployments.begin_create_or_update(
+            rg, "bad", {"properties": {"mode": "Incremental", "template": bad}}).result()
+    assert e.value.error.code == "InvalidTemplate" and "'reference' is not expected here" in e.value.error.message

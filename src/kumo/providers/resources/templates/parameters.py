@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kumo.providers.resources.templates.context import NeedsReference
 from kumo.providers.resources.templates.expressions import Function, TemplateExpressionError, evaluate_json
 from kumo.providers.resources.templates.plan import invalid_template
 
@@ -62,6 +63,9 @@ def bind(declared: dict[str, Any], supplied: dict[str, Any],
                 value = evaluate_json(decl["defaultValue"], functions)
             except TemplateExpressionError as e:
                 raise invalid_template(f"The default value of template parameter '{name}' is not valid: {e}") from None
+            except NeedsReference:
+                raise invalid_template(f"The default value of template parameter '{name}' is not valid: the "
+                                       "function 'reference' is not expected here") from None
         else:
             raise invalid_template(f"The value for the template parameter '{name}' is not provided. Please see "
                                    "https://aka.ms/resource-manager-parameter-files for usage details")

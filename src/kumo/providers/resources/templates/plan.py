@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kumo.arm.errors import ArmError
-from kumo.providers.resources.templates.context import TemplateScope
+from kumo.providers.resources.templates.context import NeedsReference, TemplateScope
 from kumo.providers.resources.templates.expressions import TemplateExpressionError, evaluate_json, evaluate_string
 
 DEPLOYMENTS_TYPE = "microsoft.resources/deployments"
@@ -78,6 +78,10 @@ class Planner:
             return evaluate_json(value, self.scope.functions(copy, loop))
         except TemplateExpressionError as e:
             raise expression_error(where, e) from None
+        except NeedsReference:  # as in Azure: what names the resources is known before any deploys
+            raise invalid_template(f"The template {where} is not valid: the function 'reference' is not expected "
+                                   "here; a resource's type, name, condition, copy count and dependsOn must be known "
+                                   "before deployment") from None
 
     def _add(self, r: Any, where: str, symbolic: str | None, parent: PlannedResource | None,
              outer_copy: dict[str, int]) -> None:
