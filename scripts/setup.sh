@@ -11,7 +11,8 @@ PYTHON=${PYTHON:-python3}
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 # 1. Debian packages the server and its tests use.
-DEB_PACKAGES=(ca-certificates curl iproute2 nftables procps python3 python3-venv python3-dev gcc make)
+DEB_PACKAGES=(ca-certificates curl iproute2 nftables procps python3 python3-venv python3-dev gcc make
+  docker-registry skopeo apache2-utils)  # the image-pull tests: a real registry, pushes, htpasswd
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
   for p in "${DEB_PACKAGES[@]}"; do
