@@ -28,7 +28,8 @@ from kumo.identity.tls import _write_private, ensure_certificates
 from kumo.identity.tokens import TokenSigner
 from kumo.providers import lifecycle
 from kumo.providers.base import ProviderRegistry, TypeInfo
-from kumo.providers.network import network_interfaces, public_ips, security_groups, virtual_networks
+from kumo.providers.network import (load_balancers, network_interfaces, public_ips, security_groups,
+                                    virtual_networks)
 from kumo.providers.resources import deployments, resource_groups, template_specs
 from kumo.store import Store
 
@@ -68,7 +69,9 @@ def build_registry(settings: Settings) -> ProviderRegistry:
     pool = settings.public_network
     for handler in (virtual_networks.VirtualNetworks(), virtual_networks.Subnets(),
                     network_interfaces.NetworkInterfaces(pool), public_ips.PublicIPAddresses(pool),
-                    security_groups.NetworkSecurityGroups(), security_groups.SecurityRules()):
+                    security_groups.NetworkSecurityGroups(), security_groups.SecurityRules(),
+                    load_balancers.LoadBalancers(pool), load_balancers.InboundNatRules(),
+                    *(part() for part in load_balancers.LOAD_BALANCER_PARTS)):
         registry.add(handler)
     return registry
 

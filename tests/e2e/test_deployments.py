@@ -317,7 +317,8 @@ def test_the_network_part_of_az_generated_templates_deploys(kumo: KumoServer, rg
         target, state = op["properties"]["targetResource"], op["properties"]["provisioningState"]
         served = target["resourceType"].lower() in {
             "microsoft.network/virtualnetworks", "microsoft.network/networksecuritygroups",
-            "microsoft.network/publicipaddresses", "microsoft.network/networkinterfaces"}
+            "microsoft.network/publicipaddresses", "microsoft.network/networkinterfaces",
+            "microsoft.network/loadbalancers", "microsoft.network/loadbalancers/inboundnatrules"}
         assert state == ("Succeeded" if served else "Failed"), (target, op["properties"].get("statusMessage"))
         if not served:  # not served yet: a clear error, never a stored fake
             code = op["properties"]["statusMessage"]["error"]["code"]

@@ -14,8 +14,8 @@ import pytest
 
 from kumo.controllers.network import _group, _matches
 from kumo.drivers.network import nftables
-from kumo.drivers.network.spec import (AddressMatch, EndpointSpec, GuardSpec, HostSpec, PublicMapping, SubnetSpec,
-                                       Uplink, VNetSpec)
+from kumo.drivers.network.spec import (AddressMatch, BalancedPort, EndpointSpec, GuardSpec, HostSpec, PublicMapping,
+                                       SubnetSpec, Uplink, VNetSpec)
 from kumo.providers.network.security_groups import default_rules, rule_props
 from kumo.store import Resource
 
@@ -94,7 +94,15 @@ def test_rendered_rulesets_are_valid_nftables(scratch_netns: str) -> None:
                                 ipaddress.IPv4Address("10.0.0.1"), "nsx")],
         groups=[group], guards=[GuardSpec(ipaddress.IPv4Address("10.0.0.4"), "nx", "gtest", "gtest")],
         public=[PublicMapping(ipaddress.IPv4Address("127.77.0.4"), ipaddress.IPv4Address("169.254.8.0"),
-                              ipaddress.IPv4Address("10.0.0.4"))])
+                              ipaddress.IPv4Address("10.0.0.4")),
+                PublicMapping(ipaddress.IPv4Address("127.77.0.5"), ipaddress.IPv4Address("169.254.8.1"), None)],
+        balanced=[BalancedPort(ipaddress.IPv4Address("169.254.8.1"), "tcp", 80,
+                               ((ipaddress.IPv4Address("10.0.0.4"), 8080), (ipaddress.IPv4Address("10.0.0.5"), 8080)),
+                               distribution)
+                  for distribution in ("Default", "SourceIP", "SourceIPProtocol")] +
+                 [BalancedPort(ipaddress.IPv4Address("10.0.0.100"), "udp", 53, ()),
+                  BalancedPort(ipaddress.IPv4Address("10.0.0.100"), "udp", 54,
+                               ((ipaddress.IPv4Address("10.0.0.4"), 53),))])
     host = HostSpec("kumo_site0", "k0h", [spec])
     for ruleset in (nftables.vnet_ruleset(spec), nftables.vnet_ruleset(VNetSpec("x", spec.uplink, SPACE)),
                     nftables.host_ruleset(host), nftables.host_ruleset(HostSpec("kumo_site0", "k0h", []))):

@@ -15,13 +15,16 @@ import ipaddress
 import json
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from kumo.arm.errors import ArmError
+from kumo.controllers import load_balancing
 from kumo.drivers.hostcmd import HostCommandError
+from kumo.drivers.network import probes
 from kumo.drivers.network.linux import LinuxNetworkDriver, NetworkUnavailable
 from kumo.drivers.network.spec import (AZURE_PLATFORM_IP, AddressMatch, EndpointSpec, GroupSpec, GuardSpec,
                                        HostSpec, PublicMapping, RuleSpec, SubnetSpec, Uplink, VNetSpec)
@@ -78,6 +81,12 @@ class NetworkController:
         self._specs: dict[str, VNetSpec] = {}  # vnet key -> spec last applied
         self._attached: dict[str, Literal["netns", "tap"]] = {}  # nic key -> endpoint kind
         self._nic_vnet: dict[str, str] = {}  # nic key -> vnet key of its endpoint or guard
+        self._lb_vnets: dict[str, set[str]] = {}  # load balancer key -> VNets its rules are rendered in
+        self._probes: dict[str, list[load_balancing.ProbeTarget]] = {}  # vnet key -> health probes to run
+        self._health: dict[tuple[str, str], bool | None] = {}  # (probe id, backend IP) -> in rotation
+        self._failures: dict[tuple[str, str], int] = {}
+        self._due: dict[tuple[str, str], float] = {}
+        self._prober: asyncio.Task[None] | None = None
 
     # -- names (every host object traces back to its resource through these) ---------------------
     @property
@@ -140,6 +149,7 @@ class NetworkController:
             except ArmError as e:
                 log.error("could not rebuild virtual network %s: %s", v.id, e.message)
         await self.sync_host()
+        self._prober = asyncio.get_running_loop().create_task(self._probe_forever(), name="lb-prober")
 
     def _claim_site(self) -> None:
         """Take a site number (the one this data dir had before, if free) and refuse a public IP
@@ -219,6 +229,16 @@ class NetworkController:
             if not self.unavailable:
                 await self.driver.delete_netns(self.endpoint_netns(nic_key))
 
+    async def sync_load_balancer(self, lb: Resource) -> None:
+        """Re-render every VNet a load balancer reaches now or was rendered in before."""
+        nic_keys, vnets = load_balancing.reach(lb)
+        async with self.store.read() as tx:
+            for key in nic_keys:
+                if (nic := await tx.get_resource(key)) is not None:
+                    vnets.update(self.vnets_of_nic(nic))
+        for vnet in sorted(vnets | self._lb_vnets.get(lb.key, set())):
+            await self.sync_vnet(vnet)
+
     @staticmethod
     def vnets_of_nic(nic: Resource) -> list[str]:
         cfgs = (nic.body.get("properties") or {}).get("ipConfigurations") or []
@@ -248,6 +268,7 @@ class NetworkController:
 
     async def _teardown(self, vnet_key: str) -> None:
         spec = self._specs.pop(vnet_key, None)
+        self._probes.pop(vnet_key, None)
         for nic, vnet in list(self._nic_vnet.items()):
             if vnet == vnet_key:
                 self._nic_vnet.pop(nic)
@@ -297,13 +318,21 @@ class NetworkController:
                     pip_ref = cfg["properties"].get("publicIPAddress")
                     if pip_ref and (pip := await tx.get_resource(pip_ref["id"].lower())) is not None:
                         pips[cfg["properties"]["privateIPAddress"]] = pip
+            lbs = {k: lb for k in load_balancing.load_balancer_keys(nics)
+                   if (lb := await tx.get_resource(k)) is not None and lb.provisioning_state != "Deleting"}
+            frontend_pips = load_balancing.public_frontends(lbs)
+            lb_pips = {k: pip for k in frontend_pips.values() if (pip := await tx.get_resource(k)) is not None}
         async with self.store.write() as tx:
             uplink_index = await self._transit(tx, f"kumo:transit:{vnet.key}", 0, SITE_BLOCK // 4 - 1)
-            transits = {ip: await self._transit(tx, f"kumo:transit:{vnet.key}/{pip.key}", SITE_BLOCK // 2,
-                                                SITE_BLOCK - 1) for ip, pip in pips.items()}
+            public_slots = SITE_BLOCK // 2, SITE_BLOCK - 1
+            transits = {ip: await self._transit(tx, f"kumo:transit:{vnet.key}/{pip.key}", *public_slots)
+                        for ip, pip in pips.items()}
+            lb_transits = {fid: await self._transit(tx, f"kumo:transit:{vnet.key}/{fid}", *public_slots)
+                           for fid in frontend_pips}
             # mappings that no longer exist give their transit address back
+            in_use = {*transits.values(), *lb_transits.values()}
             for value, owner in (await tx.allocated(TRANSIT_POOL)).items():
-                if owner.startswith(f"kumo:transit:{vnet.key}/") and value not in transits.values():
+                if owner.startswith(f"kumo:transit:{vnet.key}/") and value not in in_use:
                     await tx.release(owner)
         spec = VNetSpec(netns=self.vnet_netns(vnet.key), address_space=space, uplink=Uplink(
             host_link=self.host_link(vnet.key), host_address=self._transit_address(2 * uplink_index),
@@ -348,6 +377,13 @@ class NetworkController:
                         address=ipaddress.IPv4Interface(f"{address}/{net.prefixlen}"),
                         gateway=net.network_address + 1,
                         netns=self.endpoint_netns(nic_key) if kind == "netns" else None))
+        mappings, spec.balanced, targets = load_balancing.plan(
+            vnet.key, lbs, nics, lb_pips, {fid: self._transit_address(v) for fid, v in lb_transits.items()},
+            self._health)
+        spec.public += mappings
+        self._probes[vnet.key] = targets
+        for lb_key in lbs:
+            self._lb_vnets.setdefault(lb_key, set()).add(vnet.key)
         return spec
 
     # -- endpoints: what VMs, container groups and users plug into a NIC ---------------------------
@@ -395,8 +431,48 @@ class NetworkController:
         if kind == "netns":
             await self.driver.delete_netns(self.endpoint_netns(nic_key))
 
+    # -- health probes: who is in a load balancer's rotation ----------------------------------------
+    async def _probe_forever(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            try:
+                await self._probe_round()
+            except Exception:  # a probe round must never end the prober
+                log.exception("health probe round failed")
+
+    async def _probe_round(self) -> None:
+        now = time.monotonic()
+        due = [(vnet, t) for vnet, targets in list(self._probes.items()) for t in targets
+               if self._due.get(t.key, 0.0) <= now]
+        if not due:
+            return
+        results = await asyncio.gather(*(probes.probe(self.vnet_netns(vnet), t.protocol, t.address, t.port, t.path,
+                                                      min(t.interval, 5.0)) for vnet, t in due))
+        changed = set()
+        for (vnet, t), healthy in zip(due, results, strict=True):
+            self._due[t.key] = now + t.interval
+            failures = 0 if healthy else self._failures.get(t.key, 0) + 1
+            self._failures[t.key] = failures
+            before = self._health.get(t.key)
+            # one good answer puts a backend in; `threshold` bad ones in a row take it out (a new one
+            # starts out until it answers)
+            after = True if healthy else (False if failures >= t.threshold or before is None else before)
+            if after != before:
+                self._health[t.key] = after
+                changed.add(vnet)
+                log.info("backend %s is %s for probe %s", t.address, "up" if after else "down", t.key[0])
+        for vnet in sorted(changed):
+            try:
+                await self.sync_vnet(vnet)
+            except ArmError as e:
+                log.error("could not apply health changes to %s: %s", vnet, e.message)
+
     async def close(self) -> None:
         """Host objects stay: instances keep their network while kumo restarts. Only the site goes."""
+        if self._prober is not None:
+            self._prober.cancel()
+            await asyncio.gather(self._prober, return_exceptions=True)
+            self._prober = None
         if self._site_fd is not None:
             os.close(self._site_fd)
             self._site_fd = None

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kumo.drivers.hostcmd import HostCommandError, missing, run
 from kumo.drivers.network import nftables
-from kumo.drivers.network.spec import GATEWAY_MAC, UPLINK, EndpointSpec, HostSpec, Uplink, VNetSpec
+from kumo.drivers.network.spec import AZURE_PLATFORM_IP, GATEWAY_MAC, UPLINK, EndpointSpec, HostSpec, Uplink, VNetSpec
 
 NETNS_DIR = Path("/run/netns")
 ENDPOINT_IF = "eth0"
@@ -65,6 +65,10 @@ class LinuxNetworkDriver:
             await run("ip", "netns", "add", ns)
         links = await self.links(ns)
         batch = ["link set lo up"] if links.get("lo", {}).get("operstate") != "UNKNOWN" else []
+        # the router owns Azure's platform address: health probes come from it, as on Azure
+        lo_addresses = {a.get("local") for a in links.get("lo", {}).get("addr_info", [])}
+        if AZURE_PLATFORM_IP not in lo_addresses:
+            batch.append(f"addr add {AZURE_PLATFORM_IP}/32 dev lo")
         await self._ensure_uplink(spec, links, batch)
         new_bridges = []
         for subnet in spec.subnets:
@@ -139,11 +143,16 @@ class LinuxNetworkDriver:
     @staticmethod
     async def _vnet_sysctls(ns: str, bridges: list[str]) -> None:
         settings = ["net.ipv4.ip_forward=1", "net.ipv4.conf.all.send_redirects=0",
-                    "net.ipv4.conf.default.send_redirects=0", "net.ipv4.conf.all.route_localnet=1"]
+                    "net.ipv4.conf.default.send_redirects=0", "net.ipv4.conf.all.route_localnet=1",
+                    # the bridges only switch to the router: were br_netfilter to run the IP hooks on
+                    # bridged frames, a DNAT back into the same subnet would be bridged between isolated
+                    # ports (and dropped) instead of routed (-e: the keys exist only with br_netfilter)
+                    "net.bridge.bridge-nf-call-iptables=0", "net.bridge.bridge-nf-call-ip6tables=0",
+                    "net.bridge.bridge-nf-call-arptables=0"]
         for b in bridges:  # answer ARP for the whole subnet: isolated ports talk only through the router
             settings += [f"net.ipv4.conf.{b}.proxy_arp=1", f"net.ipv4.conf.{b}.proxy_arp_pvlan=1",
                          f"net.ipv4.conf.{b}.send_redirects=0"]
-        await run("ip", "netns", "exec", ns, "sysctl", "-q", "-w", *settings)
+        await run("ip", "netns", "exec", ns, "sysctl", "-q", "-e", "-w", *settings)
 
     async def delete_netns(self, name: str) -> None:
         self._applied_rules.pop(name, None)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import itertools
 
-from kumo.drivers.network.spec import (UPLINK, AddressMatch, GroupSpec, GuardSpec, HostSpec, RuleSpec,
-                                       VNetSpec)
+from kumo.drivers.network.spec import (UPLINK, AddressMatch, BalancedPort, GroupSpec, GuardSpec, HostSpec,
+                                       RuleSpec, VNetSpec)
 
 VNET_TABLE = "kumo"  # inside a VNet namespace everything is kumo's; one name, two families
 
@@ -72,6 +72,20 @@ def _guard_chains(guard: GuardSpec) -> list[str]:
             f"chain {guard.chain}_out {{", *(f"  jump {g}_out" for g in outbound), "}"]
 
 
+HASH_KEYS = {"Default": "ip saddr . th sport . ip daddr . th dport",  # Azure's 5-tuple (protocol fixed by the rule)
+             "SourceIP": "ip saddr . ip daddr", "SourceIPProtocol": "ip saddr . ip daddr . meta l4proto"}
+
+
+def _balanced(b: BalancedPort) -> str | None:
+    """One DNAT rule spreading a frontend port over its healthy backends by Azure's hash modes;
+    with none healthy nothing is translated, so new connections find no way in."""
+    if not b.backends:
+        return None
+    targets = [f"{i} : {ip} . {port}" for i, (ip, port) in enumerate(b.backends)]
+    return (f"ip daddr {b.frontend} {b.protocol} dport {b.port} dnat ip to jhash {HASH_KEYS[b.distribution]} "
+            f"mod {len(b.backends)} map {_elements(targets)}")
+
+
 def vnet_ruleset(spec: VNetSpec) -> str:
     inet: list[str] = []
     for group in spec.groups:
@@ -91,11 +105,16 @@ def vnet_ruleset(spec: VNetSpec) -> str:
         inet += ["  ip saddr vmap @from_nic", "  ip daddr vmap @to_nic"]
     inet += ["}", "chain input {", "  type filter hook input priority filter; policy accept;",
              f'  iifname "{UPLINK}" ct state established,related accept', f'  iifname "{UPLINK}" drop', "}"]
+    if spec.guards:  # health probes start in the VNet's router (from 168.63.129.16): NSGs judge them too
+        inet += ["chain output {", "  type filter hook output priority filter; policy accept;",
+                 "  ct state established,related accept", "  ip daddr vmap @to_nic", "}"]
     nat_pre = ["chain prerouting {", "  type nat hook prerouting priority dstnat; policy accept;"]
     nat_post = ["chain postrouting {", "  type nat hook postrouting priority srcnat; policy accept;"]
-    if spec.public:
-        dnat = [f"{m.transit} : {m.private}" for m in spec.public]
-        snat = [f"{m.private} : {m.transit}" for m in spec.public]
+    nat_pre += ["  " + line for line in (_balanced(b) for b in spec.balanced) if line]
+    one_to_one = [m for m in spec.public if m.private is not None]
+    if one_to_one:
+        dnat = [f"{m.transit} : {m.private}" for m in one_to_one]
+        snat = [f"{m.private} : {m.transit}" for m in one_to_one]
         nat_pre.append(f'  iifname "{UPLINK}" dnat ip to ip daddr map {_elements(dnat)}')
         nat_post.append(f'  oifname "{UPLINK}" snat ip to ip saddr map {_elements(snat)}')
     nat_post.append(f'  oifname "{UPLINK}" masquerade')
@@ -116,11 +135,13 @@ def host_ruleset(spec: HostSpec) -> str:
     mappings = [m for v in spec.vnets for m in v.public]
     links = f'"{spec.link_prefix}*"'
     body = []
+    sources = [m for m in mappings if m.private is not None]  # only NICs send from their public IP
     if mappings:
         body.append(f"map public_to_transit {{ type ipv4_addr : ipv4_addr; elements = "
                     f"{_elements([f'{m.public} : {m.transit}' for m in mappings])} }}")
+    if sources:
         body.append(f"map transit_to_public {{ type ipv4_addr : ipv4_addr; elements = "
-                    f"{_elements([f'{m.transit} : {m.public}' for m in mappings])} }}")
+                    f"{_elements([f'{m.transit} : {m.public}' for m in sources])} }}")
     body += ["chain output {", "  type nat hook output priority -100; policy accept;"]
     if mappings:
         body.append("  dnat to ip daddr map @public_to_transit")
@@ -128,7 +149,7 @@ def host_ruleset(spec: HostSpec) -> str:
     if mappings:
         body.append(f"  iifname {links} dnat to ip daddr map @public_to_transit")
     body += ["}", "chain postrouting {", "  type nat hook postrouting priority srcnat; policy accept;"]
-    if mappings:  # an instance with a public IP reaches others from that address
+    if sources:  # an instance with a public IP reaches others from that address
         body.append(f"  oifname {links} iifname {links} snat to ip saddr map @transit_to_public")
     body += [f"  oifname {links} ip saddr 127.0.0.0/8 masquerade", "}",
              "chain input {", "  type filter hook input priority filter; policy accept;",

@@ -84,11 +84,24 @@ class Uplink:
 
 @dataclass(frozen=True)
 class PublicMapping:
-    """A public IP of kumo's pool bound to a private IP in a VNet, through a host transit address."""
+    """A public IP of kumo's pool bound to a private IP in a VNet, through a host transit address
+    (private None: a load balancer frontend, whose rules pick the backend per port)."""
 
     public: ipaddress.IPv4Address
     transit: ipaddress.IPv4Address
-    private: ipaddress.IPv4Address
+    private: ipaddress.IPv4Address | None
+
+
+@dataclass(frozen=True)
+class BalancedPort:
+    """A frontend address and port spread over backends: a load-balancing rule, or an inbound NAT
+    rule (one backend). `backends` holds only those the health probe lets in."""
+
+    frontend: ipaddress.IPv4Address  # a transit address (public frontend) or a private frontend IP
+    protocol: str  # tcp | udp
+    port: int
+    backends: tuple[tuple[ipaddress.IPv4Address, int], ...]
+    distribution: str = "Default"  # Default (5-tuple) | SourceIP | SourceIPProtocol
 
 
 @dataclass
@@ -101,6 +114,7 @@ class VNetSpec:
     groups: list[GroupSpec] = field(default_factory=list)
     guards: list[GuardSpec] = field(default_factory=list)
     public: list[PublicMapping] = field(default_factory=list)
+    balanced: list[BalancedPort] = field(default_factory=list)
 
 
 @dataclass

@@ -142,7 +142,7 @@ class InlineChildren:
         return f"{parent.key}/{self.collection.lower()}/{name.lower()}"
 
     async def rows(self, tx: Tx, parent: Resource) -> list[Resource]:
-        return await tx.list_resources(parent.subscription_id, parent_key=parent.key)
+        return await tx.list_resources(parent.subscription_id, parent_key=parent.key, type=self.child_type)
 
     async def write_rows(self, tx: Tx, parent: Resource, entries: list[dict[str, Any]]) -> list[Resource]:
         """Make the child rows match `entries` (from the parent's body); returns the rows removed."""

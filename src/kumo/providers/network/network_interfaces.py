@@ -16,7 +16,8 @@ from kumo.arm.errors import ArmError, bad_request
 from kumo.arm.ids import ResourceId
 from kumo.providers.network.common import (NetworkType, canonical, child_entry, ipv4_address, new_etag, props_of,
                                            ref, reference, set_backref)
-from kumo.providers.network.public_ips import allocate_address, release_address
+from kumo.providers.network.addresses import allocate_private, link_public_ip
+from kumo.providers.network.load_balancers import NAT_RULES, POOLS
 from kumo.providers.network.virtual_networks import SUBNET_TYPE, SUBNETS
 from kumo.store import Resource, Tx
 
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from kumo.arm.context import RequestContext, Services
 
 IPCONFIG_TYPE = "Microsoft.Network/networkInterfaces/ipConfigurations"
+POOL_TYPE = "Microsoft.Network/loadBalancers/backendAddressPools"
+NAT_TYPE = "Microsoft.Network/loadBalancers/inboundNatRules"
 PIP_TYPE = "Microsoft.Network/publicIPAddresses"
 NSG_TYPE = "Microsoft.Network/networkSecurityGroups"
 
@@ -31,11 +34,6 @@ NSG_TYPE = "Microsoft.Network/networkSecurityGroups"
 def new_mac() -> str:
     """Azure's format and Microsoft's OUI, as Azure shows NIC MACs: 00-0D-3A-xx-xx-xx."""
     return "-".join(["00", "0D", "3A", *(f"{b:02X}" for b in secrets.token_bytes(3))])
-
-
-def usable_range(net: ipaddress.IPv4Network) -> tuple[int, int]:
-    """Azure reserves the network address, .1 (gateway), .2 and .3 (DNS) and the broadcast address."""
-    return int(net.network_address) + 4, int(net.broadcast_address) - 1
 
 
 def _ipconfig(nic_id: str, raw: Any, index: int) -> dict[str, Any]:
@@ -63,47 +61,13 @@ def _ipconfig(nic_id: str, raw: Any, index: int) -> dict[str, Any]:
         out["publicIPAddress"] = ref(pip)
     if props.get("primary") is not None:
         out["primary"] = str(props["primary"]).lower() == "true"
+    for field, expect in (("loadBalancerBackendAddressPools", POOL_TYPE), ("loadBalancerInboundNatRules", NAT_TYPE)):
+        refs = props.get(field) or []
+        if not isinstance(refs, list):
+            raise bad_request("InvalidRequestFormat", f"'{field}' must be an array.", field)
+        if refs:
+            out[field] = [ref(reference(r, field, expect_type=expect)) for r in refs]  # type: ignore[arg-type]
     return child_entry(nic_id, "ipConfigurations", IPCONFIG_TYPE, raw["name"], out, new_etag())
-
-
-async def _allocate_private(tx: Tx, cfg: dict[str, Any], previous: str | None) -> None:
-    """Give an IP configuration its address in its subnet, by Azure's rules."""
-    props = cfg["properties"]
-    subnet_id = props["subnet"]["id"]
-    subnet = await tx.get_resource(subnet_id.lower())
-    if subnet is None:
-        raise bad_request("InvalidResourceReference", f"Resource {subnet_id} referenced by resource {cfg['id']} was "
-                          "not found. Please make sure that the referenced resource exists, and that both resources "
-                          "are in the same region.")
-    net = ipaddress.IPv4Network(subnet.body["properties"]["addressPrefix"])
-    first, last = usable_range(net)
-    pool, owner = subnet.key, cfg["id"]
-    if props["privateIPAllocationMethod"] == "Static":
-        value = int(ipaddress.IPv4Address(props["privateIPAddress"]))
-        if value not in range(int(net.network_address), int(net.broadcast_address) + 1):
-            raise bad_request("PrivateIPAddressNotInSubnet", f"IP configuration {cfg['id']} is referencing private "
-                              f"IP address {props['privateIPAddress']} which does not belong to subnet {subnet_id} "
-                              f"(address prefix {net}).")
-        if not first <= value <= last:
-            raise bad_request("PrivateIPAddressInReservedRange", f"Private static IP address "
-                              f"{props['privateIPAddress']} falls within reserved IP range of subnet prefix {net}.")
-        if not await tx.claim(pool, value, owner):
-            holder = (await tx.allocated(pool))[value]
-            raise bad_request("PrivateIPAddressInUse", f"IP configuration {cfg['id']} is using the private IP address "
-                              f"{props['privateIPAddress']} which is already allocated to resource {holder}.")
-        return
-    if previous is not None:
-        value = int(ipaddress.IPv4Address(previous))
-        if first <= value <= last and await tx.claim(pool, value, owner):
-            props["privateIPAddress"] = previous
-            return
-    taken = await tx.allocated(pool)
-    for value in range(first, last + 1):
-        if value not in taken and await tx.claim(pool, value, owner):
-            props["privateIPAddress"] = str(ipaddress.IPv4Address(value))
-            return
-    raise bad_request("SubnetIsFull", f"Subnet {subnet.name} with address prefix {net} does not have enough "
-                      "capacity for 1 IP addresses.")
 
 
 def _configs(resource: Resource | None) -> dict[str, dict[str, Any]]:
@@ -117,29 +81,37 @@ def _ref_id(cfg: dict[str, Any] | None, field: str) -> str | None:
     return value["id"] if value else None
 
 
-async def _link_public_ip(tx: Tx, pool: ipaddress.IPv4Network, cfg: dict[str, Any], old_pip: str | None,
-                          new_pip: str | None) -> None:
-    if old_pip and (not new_pip or old_pip.lower() != new_pip.lower()):
-        pip = await tx.get_resource(old_pip.lower())
-        if pip is not None:
-            pip.body["properties"].pop("ipConfiguration", None)
-            if pip.body["properties"]["publicIPAllocationMethod"] == "Dynamic":
-                await release_address(tx, pip)
-            await tx.put_resource(pip)
-    if new_pip:
-        pip = await tx.get_resource(new_pip.lower())
-        if pip is None:
-            raise bad_request("InvalidResourceReference", f"Resource {new_pip} referenced by resource {cfg['id']} was "
-                              "not found. Please make sure that the referenced resource exists, and that both "
-                              "resources are in the same region.")
-        user = pip.body["properties"].get("ipConfiguration")
-        if user and user["id"].lower() != cfg["id"].lower():
-            raise bad_request("PublicIPAddressInUse", f"Resource {cfg['id']} is referencing public IP address "
-                              f"{pip.id} that is already allocated to resource {user['id']}.")
-        pip.body["properties"]["ipConfiguration"] = ref(cfg["id"])
-        if "ipAddress" not in pip.body["properties"]:
-            pip.body["properties"]["ipAddress"] = await allocate_address(tx, pool, pip.id)
-        await tx.put_resource(pip)
+def _ref_ids(cfg: dict[str, Any] | None, field: str) -> dict[str, str]:
+    return {r["id"].lower(): r["id"] for r in ((cfg or {}).get("properties") or {}).get(field) or []}
+
+
+async def _link_load_balancers(tx: Tx, cfg_id: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+    """Keep a load balancer's pools (`backendIPConfigurations`) and NAT rules (`backendIPConfiguration`)
+    in step with the ip configurations that join them."""
+    field = "loadBalancerBackendAddressPools"
+    before, after = _ref_ids(old, field), _ref_ids(new, field)
+    for key in before.keys() ^ after.keys():
+        await _pool_member(tx, after.get(key) or before[key], cfg_id, key in after)
+    field = "loadBalancerInboundNatRules"
+    before, after = _ref_ids(old, field), _ref_ids(new, field)
+    for key in before.keys() ^ after.keys():
+        rule = await tx.get_resource(key)
+        if rule is None:
+            if key in after:
+                raise bad_request("InvalidResourceReference", f"Resource {after[key]} referenced by resource "
+                                  f"{cfg_id} was not found.")
+            continue
+        user = rule.body["properties"].get("backendIPConfiguration")
+        if key in after and user and user["id"].lower() != cfg_id.lower():
+            raise bad_request("InboundNatRuleInUse", f"Inbound NAT rule {rule.id} is already used by {user['id']}.")
+        await set_backref(tx, key, "backendIPConfiguration", cfg_id, key in after, single=True, inline=NAT_RULES)
+
+
+async def _pool_member(tx: Tx, pool_id: str, cfg_id: str, present: bool) -> None:
+    if present and await tx.get_resource(pool_id.lower()) is None:
+        raise bad_request("InvalidResourceReference", f"Resource {pool_id} referenced by resource {cfg_id} was not "
+                          "found.")
+    await set_backref(tx, pool_id.lower(), "backendIPConfigurations", cfg_id, present, inline=POOLS)
 
 
 async def _link_nsg(tx: Tx, nic_id: str, old: str | None, new: str | None) -> None:
@@ -209,7 +181,7 @@ class NetworkInterfaces(NetworkType):
         for name, cfg in new_cfgs.items():
             old = old_cfgs.get(name)
             same_subnet = old is not None and _ref_id(old, "subnet").lower() == _ref_id(cfg, "subnet").lower()
-            await _allocate_private(tx, cfg, old["properties"].get("privateIPAddress") if same_subnet and old else None)
+            await allocate_private(tx, cfg, old["properties"].get("privateIPAddress") if same_subnet and old else None)
         for name in old_cfgs.keys() | new_cfgs.keys():
             old, new = old_cfgs.get(name), new_cfgs.get(name)
             cfg_id = (new or old)["id"]  # type: ignore[index]
@@ -218,8 +190,9 @@ class NetworkInterfaces(NetworkType):
                 await set_backref(tx, old_subnet.lower(), "ipConfigurations", cfg_id, False, inline=SUBNETS)
             if new_subnet:
                 await set_backref(tx, new_subnet.lower(), "ipConfigurations", cfg_id, True, inline=SUBNETS)
-            await _link_public_ip(tx, self.public_pool, new or old, _ref_id(old, "publicIPAddress"),  # type: ignore[arg-type]
+            await link_public_ip(tx, self.public_pool, new or old, _ref_id(old, "publicIPAddress"),  # type: ignore[arg-type]
                                   _ref_id(new, "publicIPAddress"))
+            await _link_load_balancers(tx, cfg_id, old, new)
         await _link_nsg(tx, resource.id, _ref_id({"properties": old_props}, "networkSecurityGroup"),
                         _ref_id({"properties": props}, "networkSecurityGroup"))
 
@@ -231,9 +204,10 @@ class NetworkInterfaces(NetworkType):
 
     async def unlink(self, tx: Tx, resource: Resource) -> None:
         for cfg in _configs(resource).values():
+            await _link_load_balancers(tx, cfg["id"], cfg, None)
             if subnet := _ref_id(cfg, "subnet"):
                 await set_backref(tx, subnet.lower(), "ipConfigurations", cfg["id"], False, inline=SUBNETS)
-            await _link_public_ip(tx, self.public_pool, cfg, _ref_id(cfg, "publicIPAddress"), None)
+            await link_public_ip(tx, self.public_pool, cfg, _ref_id(cfg, "publicIPAddress"), None)
         await _link_nsg(tx, resource.id, _ref_id(resource.body, "networkSecurityGroup"), None)
 
     # 3. host effects: the endpoint (if attached) follows the NIC's subnet, addresses and rules
