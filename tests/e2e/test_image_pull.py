@@ -10,7 +10,6 @@ import base64
 import datetime
 import gzip
 import hashlib
-import io
 import json
 import os
 import re
@@ -43,6 +42,7 @@ from kumo.images.registry_client import (
     UnsupportedImage)
 from kumo.images.store import ImageStore, UnsafeLayer
 from tests.conftest import free_port
+from tests.imagelib import Entry, entry, layer_tar
 
 TOOLS = {t: shutil.which(t) for t in ("docker-registry", "skopeo", "htpasswd")}
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0 or not all(TOOLS.values()),
@@ -59,30 +59,8 @@ SERVICE, ISSUER = "kumo-test-registry", "kumo-test-issuer"
 
 # -- building images -------------------------------------------------------------------------------
 
-Entry = tuple[tarfile.TarInfo, bytes | None]
-
-
-def entry(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", mode: int = 0o644, uid: int = 0,
-          gid: int = 0, link: str = "", devmajor: int = 0, devminor: int = 0) -> Entry:
-    info = tarfile.TarInfo(name)
-    info.type, info.mode, info.uid, info.gid, info.mtime = kind, mode, uid, gid, 1_700_000_000
-    info.linkname, info.devmajor, info.devminor = link, devmajor, devminor
-    if kind == tarfile.REGTYPE:
-        info.size = len(data)
-        return info, data
-    return info, None
-
-
 def directory(name: str, mode: int = 0o755, **kw: Any) -> Entry:
     return entry(name, tarfile.DIRTYPE, mode=mode, **kw)
-
-
-def layer_tar(*entries: Entry) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for info, data in entries:
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return buf.getvalue()
 
 
 def sha256(data: bytes) -> str:

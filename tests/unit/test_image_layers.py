@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import os
 import shutil
 import stat
@@ -19,31 +18,11 @@ import pytest
 from kumo.images.reference import parse_reference
 from kumo.images.registry_client import DigestMismatch, UnsupportedImage
 from kumo.images.store import LayerError, UnsafeLayer, unpack_layer
+from tests.imagelib import Entry, layer_tar as tar
+from tests.imagelib import entry as e
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="whiteouts and owners need root")
 REF = parse_reference("127.0.0.1:5000/unit/layer:1")
-Entry = tuple[tarfile.TarInfo, bytes | None]
-
-
-def e(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", mode: int = 0o644, uid: int = 0, gid: int = 0,
-      link: str = "", mtime: int = 1_600_000_000, pax: dict[str, str] | None = None) -> Entry:
-    info = tarfile.TarInfo(name)
-    info.type, info.mode, info.uid, info.gid, info.mtime, info.linkname = kind, mode, uid, gid, mtime, link
-    info.pax_headers = pax or {}
-    if kind == tarfile.REGTYPE:
-        info.size = len(data)
-        return info, data
-    return info, None
-
-
-def tar(*entries: Entry) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
-        for info, data in entries:
-            t.addfile(info, io.BytesIO(data) if data is not None else None)
-    return buf.getvalue()
-
-
 class Box:
     """A scratch dir: the blob, the layer's destination, the store's tmp dir, and a sentinel outside."""
 
