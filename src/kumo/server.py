@@ -70,6 +70,7 @@ def build_registry(settings: Settings) -> ProviderRegistry:
     for handler in (virtual_networks.VirtualNetworks(), virtual_networks.Subnets(),
                     network_interfaces.NetworkInterfaces(pool), public_ips.PublicIPAddresses(pool),
                     security_groups.NetworkSecurityGroups(), security_groups.SecurityRules(),
+                    security_groups.DefaultSecurityRules(),
                     load_balancers.LoadBalancers(pool), load_balancers.InboundNatRules(),
                     *(part() for part in load_balancers.LOAD_BALANCER_PARTS)):
         registry.add(handler)

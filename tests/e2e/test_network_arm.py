@@ -454,6 +454,7 @@ def test_sdk_nsg_rules_inline_and_child(network_client, rg: str) -> None:
     assert {(r.name, r.direction, r.priority, r.access) for r in nsg.default_security_rules} == DEFAULTS
     assert sorted(r.name for r in nsg.security_rules) == ["dns", "ssh"]
     assert {r.name for r in nc.default_security_rules.list(rg, "nsg1")} == {d[0] for d in DEFAULTS}
+    assert nc.default_security_rules.get(rg, "nsg1", "DenyAllInBound").priority == 65500
 
     # inline rules are child resources, and child rules appear inline
     assert nc.security_rules.get(rg, "nsg1", "ssh").destination_port_range == "22"

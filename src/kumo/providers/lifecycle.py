@@ -289,6 +289,9 @@ async def reconcile_operation(run: OperationRun) -> None:
         state = getattr(e, "state", "Failed")  # a canceled deployment ends Canceled, not Failed
         await _set_state(services, key, resource.desired_gen, state, f"{e.code}: {e.message}")
         raise
+    except Exception as e:  # a bug or a host failure: the resource says Failed, never Creating forever
+        await _set_state(services, key, resource.desired_gen, "Failed", f"InternalServerError: {e}")
+        raise
     await _set_state(services, key, resource.desired_gen, "Succeeded", "provisioned")
     return None
 

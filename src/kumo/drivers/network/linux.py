@@ -151,7 +151,8 @@ class LinuxNetworkDriver:
                     "net.bridge.bridge-nf-call-arptables=0"]
         for b in bridges:  # answer ARP for the whole subnet: isolated ports talk only through the router
             settings += [f"net.ipv4.conf.{b}.proxy_arp=1", f"net.ipv4.conf.{b}.proxy_arp_pvlan=1",
-                         f"net.ipv4.conf.{b}.send_redirects=0"]
+                         f"net.ipv4.conf.{b}.send_redirects=0",
+                         f"net.ipv4.neigh.{b}.proxy_delay=0"]  # answer at once, not after up to 0.8 s
         await run("ip", "netns", "exec", ns, "sysctl", "-q", "-e", "-w", *settings)
 
     async def delete_netns(self, name: str) -> None:

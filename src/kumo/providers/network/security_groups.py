@@ -7,20 +7,20 @@ from __future__ import annotations
 import ipaddress
 from typing import TYPE_CHECKING, Any
 
-from starlette.responses import JSONResponse, Response
 
-from kumo.arm.errors import ArmError, bad_request
+from kumo.arm.errors import bad_request
 from kumo.arm.ids import ResourceId
 from kumo.providers.network.common import (InlineChildren, NetworkType, canonical, child_entry, in_use_error,
                                            new_etag, props_of)
 from kumo.store import Resource, Tx
 
 if TYPE_CHECKING:
-    from kumo.arm.context import RequestContext, Services
+    from kumo.arm.context import Services
 
 NSG_TYPE = "Microsoft.Network/networkSecurityGroups"
 RULE_TYPE = f"{NSG_TYPE}/securityRules"
 RULES = InlineChildren("securityRules", RULE_TYPE)
+DEFAULT_RULE_ROWS = InlineChildren("defaultSecurityRules", f"{NSG_TYPE}/defaultSecurityRules")
 PROTOCOLS = ("Tcp", "Udp", "Icmp", "Esp", "Ah", "*")
 SERVICE_TAGS = ("VirtualNetwork", "Internet", "AzureLoadBalancer", "*")
 TAG_ALIASES = {"virtual_network": "VirtualNetwork", "azure_loadbalancer": "AzureLoadBalancer"}
@@ -153,7 +153,6 @@ async def _resync_users(services: "Services", nsg: Resource) -> None:
 class NetworkSecurityGroups(NetworkType):
     # 1. the ARM type
     type_path = ("networkSecurityGroups",)
-    actions = {"defaultsecurityrules": "list_default_rules"}
 
     # 2. normalise + validate
     def normalise(self, rid: ResourceId, body: dict[str, Any], existing: Resource | None) -> dict[str, Any]:
@@ -182,6 +181,7 @@ class NetworkSecurityGroups(NetworkType):
             if old.get(field):
                 resource.body["properties"][field] = old[field]
         await RULES.write_rows(tx, resource, resource.body["properties"]["securityRules"])
+        await DEFAULT_RULE_ROWS.write_rows(tx, resource, resource.body["properties"]["defaultSecurityRules"])
 
     async def check_delete(self, tx: Tx, resource: Resource) -> None:
         props = resource.body.get("properties") or {}
@@ -193,13 +193,6 @@ class NetworkSecurityGroups(NetworkType):
     # 3. host effects: the VNets that use it re-render their rules
     async def realise(self, services: "Services", resource: Resource) -> None:
         await _resync_users(services, resource)
-
-    # 4. read-only views: GET …/defaultSecurityRules (the SDK's default_security_rules.list)
-    async def list_default_rules(self, ctx: "RequestContext", resource: Resource) -> Response:
-        if ctx.method != "GET":
-            raise ArmError(405, "MethodNotAllowed", "defaultSecurityRules can only be read.")
-        return JSONResponse({"value": (resource.body.get("properties") or {}).get("defaultSecurityRules", [])})
-
 
 class SecurityRules(NetworkType):
     type_path = ("networkSecurityGroups", "securityRules")
@@ -237,3 +230,13 @@ class SecurityRules(NetworkType):
             nsg = await tx.get_resource(resource.parent_key or "")
         if nsg is not None:
             await _resync_users(services, nsg)
+
+
+class DefaultSecurityRules(NetworkType):
+    """`…/networkSecurityGroups/{nsg}/defaultSecurityRules[/{name}]`: Azure's six rules, read-only."""
+
+    type_path = ("networkSecurityGroups", "defaultSecurityRules")
+    tracked = False
+    guid = False
+    long_running = False
+    read_only = True
