@@ -87,7 +87,8 @@ def ensure_az_ready(settings: Settings, endpoint: str, az: str) -> dict[str, str
         _az(az, env, "cloud", "register", "-n", name, "--endpoint-resource-manager", endpoint.rstrip("/"))
     _az(az, env, "cloud", "set", "-n", name)
     say(f"logging in as service principal {ident.client_id}")
-    _az(az, env, "login", "--service-principal", "-u", ident.client_id, "-p", ident.client_secret,
+    _az(az, env, "login", "--service-principal", "-u", ident.client_id,
+        f"--password={ident.client_secret}",  # one '=' argument: a secret may start with '-'
         "--tenant", ident.tenant_id)
     _az(az, env, "account", "set", "--subscription", ident.subscription_id)
     marker.write_text(json.dumps(want))
