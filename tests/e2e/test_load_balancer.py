@@ -102,3 +102,29 @@ def test_load_balancer_spreads_traffic_over_healthy_backends(kumo: KumoServer, r
     for name in ("b0", "b1", "client"):
         net.network_interfaces.begin_delete(rg, name).result()
     net.load_balancers.begin_delete(rg, "lb").result()
+
+
+@pytest.mark.slow  # the az CLI takes about a second a call
+def test_az_network_lb_commands(kumo: KumoServer, rg: str) -> None:
+    lb = kumo.az("network", "lb", "create", "-g", rg, "-n", "lb1", "--sku", "Standard", "--public-ip-address",
+                 "lbpip", "--frontend-ip-name", "fe", "--backend-pool-name", "pool")["loadBalancer"]
+    assert lb["provisioningState"] == "Succeeded" and lb["frontendIPConfigurations"][0]["name"] == "fe"
+    kumo.az("network", "lb", "probe", "create", "-g", rg, "--lb-name", "lb1", "-n", "hp", "--protocol", "tcp",
+            "--port", "80")
+    kumo.az("network", "lb", "rule", "create", "-g", rg, "--lb-name", "lb1", "-n", "web", "--protocol", "tcp",
+            "--frontend-port", "80", "--backend-port", "80", "--frontend-ip-name", "fe", "--backend-pool-name",
+            "pool", "--probe-name", "hp")
+    kumo.az("network", "lb", "inbound-nat-rule", "create", "-g", rg, "--lb-name", "lb1", "-n", "ssh", "--protocol",
+            "tcp", "--frontend-port", "50001", "--backend-port", "22", "--frontend-ip-name", "fe")
+    shown = kumo.az("network", "lb", "show", "-g", rg, "-n", "lb1")
+    assert [r["name"] for r in shown["loadBalancingRules"]] == ["web"]
+    assert shown["loadBalancingRules"][0]["probe"]["id"].endswith("/probes/hp")
+    assert [p["name"] for p in shown["probes"]] == ["hp"] and [n["name"] for n in shown["inboundNatRules"]] == ["ssh"]
+    assert [p["name"] for p in kumo.az("network", "lb", "address-pool", "list", "-g", rg, "--lb-name", "lb1")] == [
+        "pool"]
+    clash = kumo.az("network", "lb", "inbound-nat-rule", "create", "-g", rg, "--lb-name", "lb1", "-n", "web2",
+                    "--protocol", "tcp", "--frontend-port", "80", "--backend-port", "8080", "--frontend-ip-name", "fe",
+                    check=False)
+    assert clash.returncode != 0 and "RulesUseSameFrontendIpAndPort" in clash.stderr
+    kumo.az("network", "lb", "delete", "-g", rg, "-n", "lb1")
+    assert kumo.az("network", "lb", "list", "-g", rg) == []
