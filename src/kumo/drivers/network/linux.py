@@ -60,7 +60,8 @@ class LinuxNetworkDriver:
     # -- VNet namespaces ------------------------------------------------------------------------
     async def ensure_vnet(self, spec: VNetSpec) -> None:
         ns = spec.netns
-        fresh = ns not in await self.list_netns()
+        present = await self.list_netns()
+        fresh = ns not in present
         if fresh:
             await run("ip", "netns", "add", ns)
         links = await self.links(ns)
@@ -90,8 +91,9 @@ class LinuxNetworkDriver:
             if e.port not in links:
                 if e.kind == "netns":
                     assert e.netns
-                    if e.netns not in await self.list_netns():
+                    if e.netns not in present:
                         await run("ip", "netns", "add", e.netns)
+                        present.add(e.netns)
                     batch.append(f"link add {e.port} type veth peer name {ENDPOINT_IF} netns {e.netns}")
                 else:
                     batch.append(f"tuntap add dev {e.port} mode tap")

@@ -164,7 +164,8 @@ class InlineChildren:
         return removed
 
     async def write_parent(self, tx: Tx, parent_key: str, child: Resource | None, *, drop: str | None = None) -> None:
-        """Put `child`'s body into (or `drop` a name from) the parent's inline list."""
+        """Put `child`'s body into (or `drop` a name from) the parent's inline list. The inline copy
+        shows the child provisioned, as Azure's does, whatever the child row's own state."""
         parent = await tx.get_resource(parent_key)
         if parent is None:
             return
@@ -172,7 +173,8 @@ class InlineChildren:
         items = [e for e in props.get(self.collection) or []
                  if e.get("name", "").lower() not in {(child.name if child else drop or "").lower()}]
         if child is not None:
-            items.append(child.body)
+            items.append({**child.body, "properties": {**child.body.get("properties", {}),
+                                                       "provisioningState": "Succeeded"}})
             items.sort(key=lambda e: e.get("name", "").lower())
         props[self.collection] = items
         parent.body["etag"] = new_etag()

@@ -279,9 +279,7 @@ class InboundNatRules(NetworkType):
         check_port_conflicts([*siblings, (resource.name, props)])
         resource.body["properties"] = {**props, "provisioningState": resource.body["properties"].get(
             "provisioningState", "Succeeded")}
-        inline = dict(resource.body)
-        inline["properties"] = {**props, "provisioningState": "Succeeded"}
-        await NAT_RULES.write_parent(tx, resource.parent_key, Resource(**{**resource.__dict__, "body": inline}))
+        await NAT_RULES.write_parent(tx, resource.parent_key, resource)
 
     async def check_delete(self, tx: Tx, resource: Resource) -> None:
         user = (resource.body.get("properties") or {}).get("backendIPConfiguration")

@@ -210,9 +210,7 @@ class SecurityRules(NetworkType):
         siblings = [r for r in (nsg.body.get("properties") or {}).get("securityRules") or []
                     if r["name"].lower() != resource.name.lower()]
         _check_conflicts([*siblings, resource.body])
-        body = dict(resource.body)
-        body["properties"] = {**body["properties"], "provisioningState": "Succeeded"}
-        await RULES.write_parent(tx, resource.parent_key, Resource(**{**resource.__dict__, "body": body}))
+        await RULES.write_parent(tx, resource.parent_key, resource)
 
     async def unlink(self, tx: Tx, resource: Resource) -> None:
         if resource.parent_key:

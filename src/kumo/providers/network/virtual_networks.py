@@ -233,7 +233,7 @@ class Subnets(NetworkType):
             await _check_still_fits(tx, resource.id, props["addressPrefix"])
             props["ipConfigurations"] = (existing.body.get("properties") or {}).get("ipConfigurations", [])
         await _sync_subnet_nsg(tx, resource.id, existing.body if existing else None, resource.body)
-        await SUBNETS.write_parent(tx, resource.parent_key, _succeeded(resource))
+        await SUBNETS.write_parent(tx, resource.parent_key, resource)
 
     async def check_delete(self, tx: Tx, resource: Resource) -> None:
         await _check_not_in_use(tx, resource)
@@ -249,9 +249,3 @@ class Subnets(NetworkType):
     async def removed(self, services: "Services", resource: Resource) -> None:
         await services.network.sync_vnet(resource.parent_key or "")
 
-
-def _succeeded(resource: Resource) -> Resource:
-    """The inline copy in the parent shows the child as provisioned (Azure does the same)."""
-    body = dict(resource.body)
-    body["properties"] = {**body["properties"], "provisioningState": "Succeeded"}
-    return Resource(**{**resource.__dict__, "body": body})

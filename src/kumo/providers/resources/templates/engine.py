@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -43,8 +44,6 @@ def duration(seconds: float) -> str:
 
 
 def template_hash(template: dict[str, Any]) -> str:
-    import json
-
     digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).digest()
     return str(int.from_bytes(digest[:8], "big"))
 
