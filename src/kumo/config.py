@@ -12,6 +12,8 @@ DEFAULT_PORT = 8443
 DEFAULT_HOST = "127.0.0.1"
 # Public IPs live on loopback by default: the host reaches each on any port and nothing leaves it.
 DEFAULT_PUBLIC_IP_POOL = "127.77.0.0/16"
+# Each container registry gets its own HTTPS port on localhost (its loginServer is localhost:<port>).
+DEFAULT_REGISTRY_PORTS = "5100-5199"
 
 
 def default_data_dir() -> Path:
@@ -21,6 +23,28 @@ def default_data_dir() -> Path:
     if os.geteuid() == 0:
         return Path("/var/lib/kumo")
     return Path.home() / ".local/share/kumo"
+
+
+def default_catalog_dir() -> Path:
+    """Where kumo's offline image catalog (an OCI layout) is found: `KUMO_CATALOG_DIR`, else
+    `/var/cache/kumo/catalog` as root, else `~/.cache/kumo/catalog`."""
+    if env := os.environ.get("KUMO_CATALOG_DIR"):
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/cache/kumo/catalog")
+    return Path.home() / ".cache/kumo/catalog"
+
+
+def parse_port_range(text: str) -> range:
+    """`5100-5199` (or one port) as a range; ValueError with a readable message otherwise."""
+    first, _, last = text.strip().partition("-")
+    try:
+        lo, hi = int(first), int(last or first)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a port range such as 5100-5199") from None
+    if not 1 <= lo <= hi <= 65535:
+        raise ValueError(f"{text!r} is not a port range such as 5100-5199 (1-65535, low-high)")
+    return range(lo, hi + 1)
 
 
 @dataclass(frozen=True)
@@ -88,6 +112,11 @@ class Paths:
     def az_config_dir(self) -> Path:
         return self.root / "az"
 
+    @property
+    def registries(self) -> Path:
+        """Container registry content: shared blobs, per-registry repositories, upload sessions."""
+        return self.root / "registries"
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -98,10 +127,19 @@ class Settings:
     strict_auth: bool = field(default_factory=lambda: os.environ.get("KUMO_STRICT_AUTH", "") in ("1", "true", "yes"))
     page_size: int = field(default_factory=lambda: int(os.environ.get("KUMO_PAGE_SIZE", "100")))
     public_ip_pool: str = field(default_factory=lambda: os.environ.get("KUMO_PUBLIC_IP_POOL", DEFAULT_PUBLIC_IP_POOL))
+    registry_ports: str = field(default_factory=lambda: os.environ.get("KUMO_REGISTRY_PORTS", DEFAULT_REGISTRY_PORTS))
+    catalog_dir: Path = field(default_factory=default_catalog_dir)
+    # Azure's default quota of container groups per subscription and region, as the issue states it.
+    container_group_quota: int = field(default_factory=lambda: int(os.environ.get("KUMO_CONTAINER_GROUP_QUOTA",
+                                                                                  "20")))
 
     @property
     def public_network(self) -> ipaddress.IPv4Network:
         return ipaddress.IPv4Network(self.public_ip_pool)
+
+    @property
+    def registry_port_range(self) -> range:
+        return parse_port_range(self.registry_ports)
 
     @property
     def paths(self) -> Paths:

@@ -21,6 +21,7 @@ from kumo.arm.auth import Authenticator
 from kumo.arm.context import Services
 from kumo.arm.lro import Operations
 from kumo.config import Settings
+from kumo.controllers.container_groups.controller import ContainerController
 from kumo.controllers.network import NetworkController
 from kumo.identity import directory
 from kumo.identity.endpoints import IdentityService
@@ -28,9 +29,12 @@ from kumo.identity.tls import _write_private, ensure_certificates
 from kumo.identity.tokens import TokenSigner
 from kumo.providers import lifecycle
 from kumo.providers.base import ProviderRegistry, TypeInfo
+from kumo.providers.container_instance import container_groups
 from kumo.providers.network import (load_balancers, network_interfaces, public_ips, security_groups,
                                     virtual_networks)
 from kumo.providers.resources import deployments, resource_groups, template_specs
+from kumo.providers import container_registry
+from kumo.registry.service import RegistryService
 from kumo.store import Store
 
 log = logging.getLogger("kumo")
@@ -74,7 +78,19 @@ def build_registry(settings: Settings) -> ProviderRegistry:
                     load_balancers.LoadBalancers(pool), load_balancers.InboundNatRules(),
                     *(part() for part in load_balancers.LOAD_BALANCER_PARTS)):
         registry.add(handler)
+    registry.add(container_groups.ContainerGroups(pool, settings.container_group_quota))
     return registry
+
+
+def catalog_mirrors(settings: Settings) -> dict[str, str]:
+    """Image names under mcr.microsoft.com and Docker Hub resolve to kumo's offline catalog, served by
+    kumo itself at /v2/ (KUMO_IMAGE_MIRRORS="registry=endpoint,…" adds or replaces mirrors)."""
+    catalog = f"https://localhost:{settings.port}"
+    mirrors = {"mcr.microsoft.com": catalog, "docker.io": catalog}
+    for item in filter(None, os.environ.get("KUMO_IMAGE_MIRRORS", "").split(",")):
+        name, _, endpoint = item.partition("=")
+        mirrors[name.strip()] = endpoint.strip()
+    return mirrors
 
 
 def _msi_secret(path: Path) -> str:
@@ -93,10 +109,14 @@ async def build_services(settings: Settings, say: Say = lambda _m: None) -> Serv
     default = await directory.bootstrap(store, paths.credentials)
     identity = IdentityService(settings, store, signer, default, _msi_secret(paths.msi_secret))
     operations = Operations()
+    network = NetworkController(store, paths.root, settings.public_network)
     services = Services(settings=settings, store=store, operations=operations, providers=build_registry(settings),
                         auth=Authenticator(signer, store, identity.arm_audiences), identity=identity,
-                        network=NetworkController(store, paths.root, settings.public_network))
+                        network=network, containers=ContainerController(
+                            store, paths.root, network, paths.ca_bundle, catalog_mirrors(settings)))
     operations.services = services
+    for handler in container_registry.handlers(RegistryService(settings, store, signer), settings):
+        services.providers.add(handler)  # container registries: ARM types with their own data plane
     lifecycle.register_operations(services)
     resource_groups.register_operations(services)
     return services
@@ -126,7 +146,9 @@ def _bind(settings: Settings) -> socket.socket:
         raise StartupError(f"cannot listen on {settings.host}:{settings.port} ({e.strerror}); "
                            "pass another --port") from None
     sock.listen(1024)
-    sock.set_inheritable(True)
+    # never inheritable: uvloop spawns children without closing fds, and a container's conmon that kept
+    # kumo's listening socket would hold the port after kumo died
+    sock.set_inheritable(False)
     return sock
 
 
@@ -138,6 +160,12 @@ async def serve(settings: Settings, say: Say = print) -> None:
     await services.network.start()
     if services.network.unavailable:
         say(f"virtual networks are unavailable: {services.network.unavailable}")
+    await services.containers.start()
+    if services.containers.unavailable:
+        say(f"container groups are unavailable: {services.containers.unavailable}")
+    registries = RegistryService.of(services)
+    assert registries is not None
+    await registries.start()
     resumed = await services.operations.resume()
     if resumed:
         say(f"resumed {resumed} unfinished operation(s)")
@@ -156,6 +184,8 @@ async def serve(settings: Settings, say: Say = print) -> None:
         await server.serve(sockets=[sock])
     finally:
         await services.operations.drain()
+        await registries.close()
+        await services.containers.close()
         await services.network.close()
         await services.store.close()
         paths.run_file.unlink(missing_ok=True)

@@ -10,12 +10,14 @@ import uuid
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kumo.arm import router
 from kumo.arm.context import RequestContext, Services, check_api_version
 from kumo.arm.errors import ArmError
+from kumo.registry.service import RegistryService
+from kumo.controllers.container_groups import sessions
 
 log = logging.getLogger("kumo.arm")
 ALL_METHODS = ["GET", "HEAD", "PUT", "PATCH", "POST", "DELETE", "OPTIONS"]
@@ -75,6 +77,8 @@ def build_app(services: Services) -> ASGIApp:
         Route("/metadata/endpoints", metadata_endpoints),
         Route("/kumo/health", health),
         *services.identity.routes(),
+        WebSocketRoute(sessions.PATH, services.containers.sessions.serve),
+        *(registry.catalog_routes() if (registry := RegistryService.of(services)) else []),  # catalog at /v2/
         Route("/{path:path}", arm, methods=ALL_METHODS),
     ]
     return CollapseSlashes(Starlette(routes=routes))

@@ -18,6 +18,7 @@ from kumo.store import Store
 if TYPE_CHECKING:
     from kumo.arm.auth import Authenticator, Caller
     from kumo.arm.lro import Operations
+    from kumo.controllers.container_groups.controller import ContainerController
     from kumo.controllers.network import NetworkController
     from kumo.identity.endpoints import IdentityService
     from kumo.providers.base import ProviderRegistry
@@ -36,6 +37,7 @@ class Services:
     auth: "Authenticator"
     identity: "IdentityService"
     network: "NetworkController"
+    containers: "ContainerController"
 
 
 def _depth(value: Any, limit: int) -> int:

@@ -102,6 +102,11 @@ async def _subscription_provider_level(ctx: RequestContext, sub: str, namespace:
         return await _only(ctx, "POST", provider_listing.set_registration(ctx, sub, namespace, lower[0] == "register"))
     if len(rest) == 4 and lower[0] == "locations" and lower[2] in OPERATION_SEGMENTS:
         return await _only(ctx, "GET", _operation(ctx, sub, rest[3], result=lower[2] == "operationresults"))
+    if len(rest) == 1 and (action := lifecycle.provider_action(ctx.services.providers, namespace, rest[0])):
+        if ctx.method != "POST":
+            raise method_not_allowed(ctx)
+        await ctx.services.auth.authorize(ctx.caller, sub, f"{namespace}/{rest[0]}/action", write=False)
+        return await getattr(action[0], action[1])(ctx, sub)
     handler = ctx.services.providers.handler(f"{namespace}/{rest[0]}")
     if len(rest) == 1 and handler is not None:
         await ctx.services.auth.authorize(ctx.caller, sub, f"{handler.type}/read", write=False)
@@ -155,6 +160,8 @@ async def _resource(ctx: RequestContext, sub: str, rg: str, namespace: str, rest
     extra = rest[used:]
     if len(extra) == 1:  # an action (POST) or a read-only sub-view (GET), e.g. /instanceView
         return await lifecycle.run_action(ctx, rid, handler, extra[0])
+    if len(extra) == 3 and extra[0].lower() in handler.actions:  # a part's action: …/containers/{c}/logs
+        return await lifecycle.run_action(ctx, rid, handler, extra[0], extra[1], extra[2])
     if extra:
         raise _unknown_type(ctx, namespace, "/".join((*rid.types, extra[0])))
     if handler.read_only and ctx.method not in READ_METHODS:

@@ -15,7 +15,8 @@ import click
 
 from kumo import backends
 from kumo.cli import azcli, daemon
-from kumo.config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PUBLIC_IP_POOL, Settings, default_data_dir
+from kumo.config import (DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PUBLIC_IP_POOL, DEFAULT_REGISTRY_PORTS, Settings,
+                         default_data_dir, parse_port_range)
 from kumo.identity import directory
 from kumo.identity.directory import DefaultIdentity
 
@@ -76,6 +77,14 @@ def _check_pool(_ctx: click.Context, _param: click.Parameter, value: str) -> str
     return str(net)
 
 
+def _check_ports(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    try:
+        ports = parse_port_range(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    return f"{ports.start}-{ports.stop - 1}"
+
+
 @cli.command()
 @data_dir_option
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on.")
@@ -89,17 +98,20 @@ def _check_pool(_ctx: click.Context, _param: click.Parameter, value: str) -> str
 @click.option("--public-ip-pool", default=DEFAULT_PUBLIC_IP_POOL, envvar="KUMO_PUBLIC_IP_POOL", show_default=True,
               callback=_check_pool, help="IPv4 prefix public IP addresses come from (loopback by default: the host "
                                          "reaches each on any port and nothing leaves the machine).")
+@click.option("--registry-ports", default=DEFAULT_REGISTRY_PORTS, envvar="KUMO_REGISTRY_PORTS", show_default=True,
+              callback=_check_ports, help="Ports on localhost container registries listen on (one per registry; "
+                                          "its loginServer is localhost:<port>).")
 def up(data_dir: Path | None, host: str, port: int, detach: bool, strict_auth: bool, page_size: int | None,
-       public_ip_pool: str) -> None:
+       public_ip_pool: str, registry_ports: str) -> None:
     """Start kumo (in the foreground unless --detach)."""
     settings = _settings(data_dir, host, port, strict_auth=strict_auth, page_size=page_size or 100,
-                         public_ip_pool=public_ip_pool)
+                         public_ip_pool=public_ip_pool, registry_ports=registry_ports)
     if (info := daemon.running(settings)) is not None:
         raise click.ClickException(f"kumo is already running for {settings.paths.root} "
                                    f"(pid {info['pid']}, {info['endpoint']})")
     if detach:
         extra = (["--strict-auth"] if strict_auth else []) + (["--page-size", str(page_size)] if page_size else []) \
-            + ["--public-ip-pool", public_ip_pool]
+            + ["--public-ip-pool", public_ip_pool, "--registry-ports", registry_ports]
         click.echo(f"starting kumo in the background (log: {settings.paths.log_file}) …")
         try:
             info = daemon.start_detached(settings, extra)
@@ -253,6 +265,30 @@ def tenant_create(data_dir: Path | None, name: str) -> None:
     t = _with_services(_settings(data_dir), lambda services: directory.create_tenant(services.store, name))
     click.echo(json.dumps({"tenantId": t.id, "displayName": t.display_name, "defaultDomain": t.default_domain},
                           indent=2))
+
+
+@cli.group()
+def catalog() -> None:
+    """The offline image catalog (busybox, nginx, debian, python, Azure's aci-* samples) built from Debian packages."""
+
+
+@catalog.command("build")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="OCI layout directory (default: $KUMO_CATALOG_DIR, /var/cache/kumo/catalog as root, "
+                   "else ~/.cache/kumo/catalog).")
+@click.option("--force", is_flag=True, help="Rebuild every layer, even when the recipe is unchanged.")
+@click.option("--only", multiple=True, metavar="REPOSITORY", help="Build just this repository (repeatable), "
+              "e.g. library/busybox.")
+def catalog_build(out: Path | None, force: bool, only: tuple[str, ...]) -> None:
+    """Build the catalog as an OCI image layout, or say it is up to date."""
+    from kumo.images import catalog as image_catalog
+
+    try:
+        result = image_catalog.build(out, force=force, only=set(only) or None, say=click.echo)
+    except image_catalog.BuildError as e:
+        raise click.ClickException(str(e)) from e
+    if result.failed:
+        sys.exit(1)
 
 
 def main() -> None:

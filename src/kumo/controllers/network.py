@@ -47,6 +47,28 @@ def short_hash(key: str) -> str:
     return hashlib.sha1(key.lower().encode()).hexdigest()[:10]
 
 
+# kumo's own network for instances that are in no VNet of the user's (public container groups): each
+# sits alone behind its public IP, and instances of this network cannot reach one another directly.
+INSTANCE_NET_KEY = "kumo:instance-net"
+INSTANCE_NET = ipaddress.IPv4Network("10.240.0.0/16")
+
+
+@dataclass(frozen=True)
+class Instance:
+    """Something that holds an address directly rather than through a NIC (a container group): its
+    own namespace on a subnet bridge, in a VNet (`subnet_key`) or in kumo's instance network (None)."""
+
+    key: str
+    vnet_key: str
+    subnet_key: str | None
+    address: ipaddress.IPv4Address
+    public: ipaddress.IPv4Address | None = None
+    ports: tuple[tuple[str, int], ...] = ()  # what the public IP exposes (protocol, port)
+
+
+InstanceSource = Callable[["Tx"], Awaitable[list[Instance]]]
+
+
 @dataclass
 class _Passes:
     """Coalesces sync requests: a request is served by any pass that started after it was made."""
@@ -87,6 +109,7 @@ class NetworkController:
         self._failures: dict[tuple[str, str], int] = {}
         self._due: dict[tuple[str, str], float] = {}
         self._prober: asyncio.Task[None] | None = None
+        self.instance_sources: list[InstanceSource] = []  # container groups register theirs
 
     # -- names (every host object traces back to its resource through these) ---------------------
     @property
@@ -122,8 +145,11 @@ class NetworkController:
         async with self.store.read() as tx:
             vnets = await tx.resources_of_type(VNET)
             nics = await tx.resources_of_type("microsoft.network/networkinterfaces")
+            instances = await self._instances(tx)
         vnet_ns = {self.vnet_netns(v.key): v.key for v in vnets}
+        vnet_ns[self.vnet_netns(INSTANCE_NET_KEY)] = INSTANCE_NET_KEY
         nic_ns = {self.endpoint_netns(n.key): n.key for n in nics}
+        vnet_ns.update({self.endpoint_netns(i.key): i.vnet_key for i in instances})
         for name in sorted(await self.driver.list_netns()):
             if not name.startswith(self.prefix):
                 continue
@@ -132,7 +158,7 @@ class NetworkController:
             elif name not in vnet_ns:
                 log.info("removing orphaned namespace %s", name)
                 await self.driver.delete_netns(name)
-        known_links = {self.host_link(v.key) for v in vnets}
+        known_links = {self.host_link(v.key) for v in vnets} | {self.host_link(INSTANCE_NET_KEY)}
         for link in await self.driver.links():
             if link.startswith(self.host_link_prefix) and link not in known_links:
                 await self.driver.delete_host_link(link)
@@ -143,11 +169,11 @@ class NetworkController:
                 for link in await self.driver.links(self.vnet_netns(v.key)):
                     if link in taps:
                         self._attached[taps[link]] = "tap"
-        for v in vnets:
+        for key in [v.key for v in vnets] + [INSTANCE_NET_KEY]:
             try:
-                await self.sync_vnet(v.key)
+                await self.sync_vnet(key)
             except ArmError as e:
-                log.error("could not rebuild virtual network %s: %s", v.id, e.message)
+                log.error("could not rebuild virtual network %s: %s", key, e.message)
         await self.sync_host()
         self._prober = asyncio.get_running_loop().create_task(self._probe_forever(), name="lb-prober")
 
@@ -229,6 +255,23 @@ class NetworkController:
             if not self.unavailable:
                 await self.driver.delete_netns(self.endpoint_netns(nic_key))
 
+    async def _instances(self, tx: "Tx", vnet_key: str | None = None) -> list[Instance]:
+        found = [i for source in self.instance_sources for i in await source(tx)]
+        return [i for i in found if vnet_key is None or i.vnet_key == vnet_key]
+
+    async def sync_instance(self, key: str, vnet_key: str) -> str:
+        """Bring an instance's endpoint up to date (made, moved or removed with its VNet's next pass);
+        returns the namespace its processes join."""
+        await self.sync_vnet(vnet_key)
+        return self.endpoint_netns(key)
+
+    async def remove_instance(self, key: str, vnet_key: str) -> None:
+        """After the instance left the store (or stopped): its endpoint and namespace go."""
+        if self.unavailable:
+            return
+        await self.sync_vnet(vnet_key)
+        await self.driver.delete_netns(self.endpoint_netns(key))
+
     async def sync_load_balancer(self, lb: Resource) -> None:
         """Re-render every VNet a load balancer reaches now or was rendered in before."""
         nic_keys, vnets = load_balancing.reach(lb)
@@ -258,7 +301,14 @@ class NetworkController:
 
     async def _sync_once(self, vnet_key: str) -> None:
         async with self.store.read() as tx:
-            vnet = await tx.get_resource(vnet_key)
+            if vnet_key == INSTANCE_NET_KEY:
+                instances = await self._instances(tx, vnet_key)
+                vnet = None if not instances else Resource(
+                    key=vnet_key, id=vnet_key, subscription_id="", resource_group="", type="", name="kumo",
+                    body={"properties": {"addressSpace": {"addressPrefixes": [str(INSTANCE_NET)]}}},
+                    provisioning_state="Succeeded")
+            else:
+                vnet = await tx.get_resource(vnet_key)
         if vnet is None or vnet.provisioning_state == "Deleting":
             await self._teardown(vnet_key)
             return
@@ -299,7 +349,13 @@ class NetworkController:
         props = vnet.body.get("properties") or {}
         space = tuple(props["addressSpace"]["addressPrefixes"])
         async with self.store.read() as tx:
-            subnets = await tx.list_resources(vnet.subscription_id, parent_key=vnet.key)
+            instances = await self._instances(tx, vnet.key)
+            if vnet.key == INSTANCE_NET_KEY:
+                subnets = [Resource(key=INSTANCE_NET_KEY + "/subnet", id="", subscription_id="", resource_group="",
+                                    type="", name="default", provisioning_state="Succeeded",
+                                    body={"properties": {"addressPrefix": str(INSTANCE_NET)}})]
+            else:
+                subnets = await tx.list_resources(vnet.subscription_id, parent_key=vnet.key)
             nics: dict[str, Resource] = {}
             for s in subnets:
                 for cfg in (s.body.get("properties") or {}).get("ipConfigurations") or []:
@@ -329,8 +385,10 @@ class NetworkController:
                         for ip, pip in pips.items()}
             lb_transits = {fid: await self._transit(tx, f"kumo:transit:{vnet.key}/{fid}", *public_slots)
                            for fid in frontend_pips}
+            instance_transits = {i.key: await self._transit(tx, f"kumo:transit:{vnet.key}/{i.key}", *public_slots)
+                                 for i in instances if i.public is not None}
             # mappings that no longer exist give their transit address back
-            in_use = {*transits.values(), *lb_transits.values()}
+            in_use = {*transits.values(), *lb_transits.values(), *instance_transits.values()}
             for value, owner in (await tx.allocated(TRANSIT_POOL)).items():
                 if owner.startswith(f"kumo:transit:{vnet.key}/") and value not in in_use:
                     await tx.release(owner)
@@ -377,6 +435,8 @@ class NetworkController:
                         address=ipaddress.IPv4Interface(f"{address}/{net.prefixlen}"),
                         gateway=net.network_address + 1,
                         netns=self.endpoint_netns(nic_key) if kind == "netns" else None))
+        for instance in instances:
+            self._add_instance(spec, instance, bridges, subnet_nsg, instance_transits.get(instance.key))
         mappings, spec.balanced, targets = load_balancing.plan(
             vnet.key, lbs, nics, lb_pips, {fid: self._transit_address(v) for fid, v in lb_transits.items()},
             self._health)
@@ -385,6 +445,30 @@ class NetworkController:
         for lb_key in lbs:
             self._lb_vnets.setdefault(lb_key, set()).add(vnet.key)
         return spec
+
+    def _add_instance(self, spec: VNetSpec, instance: Instance, bridges: dict[str, tuple[str, ipaddress.IPv4Network]],
+                      subnet_nsg: dict[str, str], transit: int | None) -> None:
+        subnet_key = instance.subnet_key or INSTANCE_NET_KEY + "/subnet"
+        if subnet_key not in bridges:
+            return
+        bridge, net = bridges[subnet_key]
+        h = short_hash(instance.key)
+        mac = "02:" + ":".join(h[i:i + 2] for i in range(0, 10, 2))  # locally administered, stable
+        spec.endpoints.append(EndpointSpec(
+            kind="netns", port="e" + h, bridge=bridge, mac=mac,
+            address=ipaddress.IPv4Interface(f"{instance.address}/{net.prefixlen}"), gateway=net.network_address + 1,
+            netns=self.endpoint_netns(instance.key)))
+        if instance.public is not None and transit is not None:
+            spec.public.append(PublicMapping(public=instance.public, transit=self._transit_address(transit),
+                                             private=instance.address))
+        if instance.subnet_key is None:
+            # alone in kumo's instance network: only the exposed ports answer, and no neighbour is reachable
+            chain = f"g{h}"
+            spec.groups.append(_instance_group(chain, instance))
+            spec.guards.append(GuardSpec(address=instance.address, chain=f"n{h}", subnet_group=None, nic_group=chain))
+        elif s_nsg := subnet_nsg.get(instance.subnet_key, ""):
+            spec.guards.append(GuardSpec(address=instance.address, chain=f"n{h}",
+                                         subnet_group=f"g{short_hash(s_nsg)}", nic_group=None))
 
     # -- endpoints: what VMs, container groups and users plug into a NIC ---------------------------
     async def attach_netns(self, nic_key: str) -> dict[str, Any]:
@@ -520,3 +604,14 @@ def _group(chain: str, nsg: Resource, space: tuple[str, ...]) -> GroupSpec:
     return GroupSpec(chain=chain,
                      inbound=tuple(_rule(r, space) for r in rules if r["direction"] == "Inbound"),
                      outbound=tuple(_rule(r, space) for r in rules if r["direction"] == "Outbound"))
+
+
+def _instance_group(chain: str, instance: Instance) -> GroupSpec:
+    neighbours = (AddressMatch((str(INSTANCE_NET),)),)
+    inbound = [RuleSpec(100, False, "*", neighbours, None, None, None)]
+    inbound += [RuleSpec(200 + n, True, protocol.lower(), None, None, None, (str(port),))
+                for n, (protocol, port) in enumerate(instance.ports)]
+    inbound.append(RuleSpec(4000, False, "*", None, None, None, None))
+    outbound = [RuleSpec(100, False, "*", None, neighbours, None, None), RuleSpec(4000, True, "*", None, None, None,
+                                                                                   None)]
+    return GroupSpec(chain=chain, inbound=tuple(inbound), outbound=tuple(outbound))

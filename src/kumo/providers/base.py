@@ -93,6 +93,9 @@ class ResourceType:
     unbound_actions: ClassVar[frozenset[str]] = frozenset()  # actions that may run before the resource
     # exists: their method gets the ResourceId instead of the Resource
     read_only: ClassVar[bool] = False  # rows written by kumo itself (e.g. deployment operations): GET only
+    # POST /subscriptions/{s}/providers/{namespace}/{action} (e.g. checkNameAvailability): lower-case
+    # action name -> method name; the method gets (ctx, subscription id)
+    provider_actions: ClassVar[dict[str, str]] = {}
 
 
 @dataclass

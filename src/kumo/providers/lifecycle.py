@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 from kumo.arm.errors import ArmError, bad_request, not_found, resource_group_not_found
 from kumo.arm.ids import ResourceId, resource_group_key
 from kumo.arm.lro import OperationRun
-from kumo.providers.base import ResourceType
+from kumo.providers.base import ProviderRegistry, ResourceType
 from kumo.providers.resources.locations import home_location, normalise_location
 from kumo.store import Operation, Resource, Tx
 
@@ -234,7 +234,9 @@ async def list_resources(ctx: "RequestContext", handler: ResourceType, subscript
     return JSONResponse(await keyset_page(ctx, fetch, lambda r: r.key, handler.view))
 
 
-async def run_action(ctx: "RequestContext", rid: ResourceId, handler: ResourceType, action: str) -> Response:
+async def run_action(ctx: "RequestContext", rid: ResourceId, handler: ResourceType, action: str,
+                     *part: str) -> Response:
+    """`…/{resource}/{action}`, or with `part` (a part's name and verb) `…/{resource}/{action}/{name}/{verb}`."""
     method = handler.actions.get(action.lower())
     if method is None:
         raise bad_request("InvalidResourceType" if ctx.method == "GET" else "InvalidAction",
@@ -247,7 +249,16 @@ async def run_action(ctx: "RequestContext", rid: ResourceId, handler: ResourceTy
                 raise not_found(handler.type, "/".join(rid.names), rid.resource_group)
     if resource is None:  # an action that needs no resource yet, e.g. a deployment's validate
         return await getattr(handler, method)(ctx, rid)
-    return await getattr(handler, method)(ctx, resource)
+    return await getattr(handler, method)(ctx, resource, *part)
+
+
+def provider_action(providers: ProviderRegistry, namespace: str, action: str) -> tuple[ResourceType, str] | None:
+    """The handler and method serving `POST …/providers/{namespace}/{action}`, if a type declares it."""
+    ns = providers.namespace(namespace)
+    for info in ns.types if ns else ():
+        if info.handler is not None and (method := info.handler.provider_actions.get(action.lower())):
+            return info.handler, method
+    return None
 
 
 # -- the operations behind PUT and DELETE -------------------------------------------------------

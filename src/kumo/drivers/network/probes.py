@@ -24,8 +24,9 @@ def _setns(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
-def socket_in_netns(netns: str) -> socket.socket:
-    """A non-blocking TCP socket bound to Azure's probe address inside `netns` (blocking: run in a thread)."""
+def socket_in_netns(netns: str, source: str | None = AZURE_PLATFORM_IP) -> socket.socket:
+    """A non-blocking TCP socket inside `netns`, bound to `source` (Azure's probe address unless told
+    otherwise). Blocking: run it in a thread."""
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     target = os.open(f"/run/netns/{netns}", os.O_RDONLY)
     try:
@@ -33,7 +34,8 @@ def socket_in_netns(netns: str) -> socket.socket:
         try:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setblocking(False)
-            sock.bind((AZURE_PLATFORM_IP, 0))
+            if source:
+                sock.bind((source, 0))
         finally:
             _setns(own)
     finally:
@@ -42,11 +44,12 @@ def socket_in_netns(netns: str) -> socket.socket:
     return sock
 
 
-async def probe(netns: str, protocol: str, address: str, port: int, path: str | None, timeout: float) -> bool:
+async def probe(netns: str, protocol: str, address: str, port: int, path: str | None, timeout: float,
+                source: str | None = AZURE_PLATFORM_IP) -> bool:
     """True when the backend answers as Azure requires: a TCP connection, or an HTTP 200."""
     loop = asyncio.get_running_loop()
     try:
-        sock = await asyncio.to_thread(socket_in_netns, netns)
+        sock = await asyncio.to_thread(socket_in_netns, netns, source)
     except OSError:
         return False
     try:

@@ -1,0 +1,1 @@
+"""Container groups on the host: see controller.py."""

@@ -1,0 +1,1 @@
+"""Microsoft.ContainerInstance: container groups."""
