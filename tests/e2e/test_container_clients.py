@@ -6,6 +6,7 @@ group in a delegated subnet reached from another endpoint of the VNet, and group
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import signal
 import ssl
 import subprocess
@@ -162,15 +163,46 @@ def test_groups_survive_kill_9_of_kumo() -> None:
         wait_http(f"http://{ip}/i")
         os.kill(server.pid(), signal.SIGKILL)
         time.sleep(4)  # the job ends while kumo is down
-        assert http_get(f"http://{ip}/i") == "alive\n"  # the data plane never depended on kumo
+        assert wait_http(f"http://{ip}/i", timeout=10) == "alive\n"  # the data plane never depended on kumo
         (server.data_dir / "run.json").unlink(missing_ok=True)
         server.start()
         got = wait_for(server, path, lambda g: state(g, 1).get("currentState", {}).get("state") == "Terminated")
         assert state(got)["currentState"]["startTime"] == started  # re-adopted, not restarted
         assert state(got)["restartCount"] == 0
         assert state(got, 1)["currentState"]["exitCode"] == 5  # the exit it missed, from conmon's record
-        assert http_get(f"http://{ip}/i") == "alive\n"
+        assert wait_http(f"http://{ip}/i", timeout=10) == "alive\n"
         delete(server, path)
         assert host_traces(server, key_hash(path)) == []
     finally:
         stop_server(server)
+
+
+def test_group_from_a_private_registry_with_az(kumo: KumoServer, rg: str, tmp_path: Path) -> None:
+    """Push the catalog's busybox into a registry of kumo's with skopeo, run it with the registry's admin
+    credentials; wrong credentials end the group in a clear failed state."""
+    registry = unique("acr")
+    login = kumo.az("acr", "create", "-g", rg, "-n", registry, "--sku", "Basic",
+                    "--admin-enabled", "true")["loginServer"]
+    creds = kumo.az("acr", "credential", "show", "-n", registry)
+    user, password = creds["username"], creds["passwords"][0]["value"]
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    (certs / "ca.crt").write_text(Path(kumo.ca).read_text())
+    subprocess.run(["skopeo", "copy", "--src-cert-dir", str(certs), "--dest-cert-dir", str(certs), "--dest-creds",
+                    f"{user}:{password}", f"docker://localhost:{kumo.port}/library/busybox:latest",
+                    f"docker://{login}/tools/busybox:v1"], check=True, capture_output=True, timeout=120)
+    name = unique("fromacr")
+    out = kumo.az("container", "create", "-g", rg, "-n", name, "--image", f"{login}/tools/busybox:v1",
+                  "--registry-login-server", login, "--registry-username", user, "--registry-password", password,
+                  "--command-line", "sh -c 'echo pulled-from-acr; exec sleep 3600'", "--restart-policy", "Never")
+    assert out["provisioningState"] == "Succeeded"
+    assert all(c.get("password") is None for c in out["imageRegistryCredentials"])
+    deadline = time.monotonic() + 20
+    while "pulled-from-acr" not in kumo.kumo("az", "container", "logs", "-g", rg, "-n", name).stdout:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    bad = kumo.az("container", "create", "-g", rg, "-n", unique("badcreds"), "--image",
+                  f"{login}/tools/busybox:v1", "--registry-login-server", login, "--registry-username", user,
+                  "--registry-password", "not-the-password", "--restart-policy", "Never", check=False)
+    assert bad.returncode != 0
+    assert "InaccessibleImage" in bad.stderr
