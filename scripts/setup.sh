@@ -12,7 +12,9 @@ say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 # 1. Debian packages the server and its tests use.
 DEB_PACKAGES=(ca-certificates curl iproute2 nftables procps python3 python3-venv python3-dev gcc make
-  docker-registry skopeo apache2-utils)  # the image-pull tests: a real registry, pushes, htpasswd
+  docker-registry skopeo apache2-utils  # the image-pull tests: a real registry, pushes, htpasswd
+  busybox-static nginx-light python3.11 mmdebstrap gpg runc umoci  # `kumo catalog build` and its tests
+  podman)  # the container registry tests push and pull with podman too
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
   for p in "${DEB_PACKAGES[@]}"; do
@@ -20,8 +22,17 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   done
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing Debian packages: ${missing[*]}"
+    # Packages must not start services on this host (nginx-light's postinst would start nginx on port 80):
+    # a policy-rc.d that refuses, for this install only and only where there is none already.
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\n# kumo setup.sh: no service starts during its apt-get install\nexit 101\n' > "$policy"
+      chmod 755 "$policy"
+      trap 'rm -f "$policy"' EXIT
+    fi
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if grep -q "kumo setup.sh" "$policy" 2>/dev/null; then rm -f "$policy"; trap - EXIT; fi
   fi
 fi
 
@@ -54,4 +65,12 @@ if [ ! -x .venv-az/bin/az ] || [ "$(cat .venv-az/.kumo-installed 2>/dev/null)" !
 fi
 # `kumo az` finds az beside its own interpreter.
 ln -sf ../../.venv-az/bin/az .venv/bin/az
+
+# 4. The offline image catalog (busybox, nginx, debian, python, Azure's aci-* samples as an OCI layout in
+#    $KUMO_CATALOG_DIR or /var/cache/kumo/catalog): about a minute the first time, a second when up to date.
+if [ "$(id -u)" = 0 ]; then
+  .venv/bin/kumo catalog build || say "WARNING: the image catalog is incomplete (see above); retry: .venv/bin/kumo catalog build"
+else
+  say "skipping the image catalog (mmdebstrap needs root): run 'sudo .venv/bin/kumo catalog build'"
+fi
 say "ready: .venv/bin/kumo (az $AZ_VERSION at .venv-az/bin/az)"
