@@ -14,6 +14,7 @@ say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 DEB_PACKAGES=(ca-certificates curl iproute2 nftables procps python3 python3-venv python3-dev gcc make
   docker-registry skopeo apache2-utils  # the image-pull tests: a real registry, pushes, htpasswd
   busybox-static nginx-light python3.11 mmdebstrap gpg runc umoci  # `kumo catalog build` and its tests
+  conmon git  # container groups: conmon supervises each container, git clones gitRepo volumes
   podman)  # the container registry tests push and pull with podman too
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()

@@ -30,7 +30,9 @@ def probe() -> list[Backend]:
         Backend("qemu", "virtual machines", _which("qemu-system-x86_64", "qemu-system-aarch64"),
                 "apt-get install qemu-system-x86"),
         Backend("kvm", "hardware acceleration for VMs (else TCG)", kvm, "a host with /dev/kvm"),
-        Backend("runc", "container instances", _which("crun", "runc"), "apt-get install runc"),
+        Backend("runc", "container instances", _which("runc"), "apt-get install runc"),
+        Backend("conmon", "supervises each container (survives kumo restarts)", _which("conmon"),
+                "apt-get install conmon"),
         Backend("nftables", "networking, NSGs, load balancers", _which("nft"), "apt-get install nftables"),
         Backend("iproute2", "network namespaces, bridges", _which("ip"), "apt-get install iproute2"),
     ]

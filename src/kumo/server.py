@@ -178,7 +178,8 @@ async def serve(settings: Settings, say: Say = print) -> None:
     network = services.network
     paths.run_file.write_text(json.dumps({"pid": os.getpid(), "host": settings.host, "port": settings.port,
                                           "endpoint": settings.endpoint, "public_ip_pool": settings.public_ip_pool,
-                                          "network_site": network.site, "network_unavailable": network.unavailable}))
+                                          "network_site": network.site, "network_unavailable": network.unavailable,
+                                          "containers_unavailable": services.containers.unavailable}))
     say(f"kumo is serving Azure Resource Manager at {settings.endpoint} (data in {paths.root})")
     try:
         await server.serve(sockets=[sock])

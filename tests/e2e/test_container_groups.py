@@ -182,12 +182,11 @@ def test_stop_start_restart(kumo: KumoServer, rg: str) -> None:
     delete(kumo, path)
 
 
-def test_quota(kumo: KumoServer, rg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_quota() -> None:
     """Azure's quota error once a subscription holds its limit of groups in a region."""
     from tests.conftest import start_server, stop_server
 
-    monkeypatch.setenv("KUMO_CONTAINER_GROUP_QUOTA", "1")
-    server = start_server()
+    server = start_server("--container-group-quota", "1")
     try:
         with server.http() as c:
             base = f"/subscriptions/{server.identity['subscription_id']}/resourceGroups/q"

@@ -101,17 +101,21 @@ def _check_ports(_ctx: click.Context, _param: click.Parameter, value: str) -> st
 @click.option("--registry-ports", default=DEFAULT_REGISTRY_PORTS, envvar="KUMO_REGISTRY_PORTS", show_default=True,
               callback=_check_ports, help="Ports on localhost container registries listen on (one per registry; "
                                           "its loginServer is localhost:<port>).")
+@click.option("--container-group-quota", type=click.IntRange(min=0), default=20, envvar="KUMO_CONTAINER_GROUP_QUOTA",
+              show_default=True, help="Container groups a subscription may hold per region (Azure's quota).")
 def up(data_dir: Path | None, host: str, port: int, detach: bool, strict_auth: bool, page_size: int | None,
-       public_ip_pool: str, registry_ports: str) -> None:
+       public_ip_pool: str, registry_ports: str, container_group_quota: int) -> None:
     """Start kumo (in the foreground unless --detach)."""
     settings = _settings(data_dir, host, port, strict_auth=strict_auth, page_size=page_size or 100,
-                         public_ip_pool=public_ip_pool, registry_ports=registry_ports)
+                         public_ip_pool=public_ip_pool, registry_ports=registry_ports,
+                         container_group_quota=container_group_quota)
     if (info := daemon.running(settings)) is not None:
         raise click.ClickException(f"kumo is already running for {settings.paths.root} "
                                    f"(pid {info['pid']}, {info['endpoint']})")
     if detach:
         extra = (["--strict-auth"] if strict_auth else []) + (["--page-size", str(page_size)] if page_size else []) \
-            + ["--public-ip-pool", public_ip_pool, "--registry-ports", registry_ports]
+            + ["--public-ip-pool", public_ip_pool, "--registry-ports", registry_ports,
+               "--container-group-quota", str(container_group_quota)]
         click.echo(f"starting kumo in the background (log: {settings.paths.log_file}) …")
         try:
             info = daemon.start_detached(settings, extra)
@@ -162,6 +166,8 @@ def status(data_dir: Path | None, as_json: bool) -> None:
         "backends": {b.name: b.found for b in found},
         "network": {"site": info.get("network_site"), "public_ip_pool": info.get("public_ip_pool"),
                     "unavailable": info.get("network_unavailable")} if info else None,
+        "containers": {"unavailable": info.get("containers_unavailable"),
+                       "catalog_dir": str(settings.catalog_dir)} if info else None,
     }
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -175,6 +181,9 @@ def status(data_dir: Path | None, as_json: bool) -> None:
     if (net := report["network"]) is not None:
         click.echo("  network       " + (f"unavailable: {net['unavailable']}" if net["unavailable"] else
                                          f"site {net['site']}, public IPs from {net['public_ip_pool']}"))
+    if (ctr := report["containers"]) is not None:
+        click.echo("  containers    " + (f"unavailable: {ctr['unavailable']}" if ctr["unavailable"] else
+                                         f"runc under conmon; image catalog {ctr['catalog_dir']}"))
     click.echo("backends:")
     for b in found:
         click.echo(f"  {b.name:<10} {b.found or 'missing: ' + b.install:<40} {b.purpose}")
