@@ -38,3 +38,17 @@ def test_readme_network_walkthrough_runs(kumo: KumoServer) -> None:
     assert out.returncode == 0, out.stderr
     assert "<!DOCTYPE HTML>" in out.stdout  # python's http.server answered through the public IP
     assert kumo.az("group", "exists", "-n", "netdemo") is False
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runc"), reason="container groups need root and runc")
+def test_readme_container_walkthrough_runs(kumo: KumoServer) -> None:
+    readme = (ROOT / "README.md").read_text()
+    snippet = re.search(r"```bash\n(kumo az group create -n acidemo.*?)```", readme, re.S)
+    assert snippet, "README.md lost its container walkthrough"
+    env = {**kumo.env(), "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"}
+    out = subprocess.run(["bash", "-ec", snippet.group(1)], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "Welcome to Azure Container Instances!" in out.stdout  # the page, through the group's public IP
+    assert "listening on port 80" in out.stdout  # az container logs
+    assert re.search(r"^hello\r?$", out.stdout, re.M)  # az container exec: the group's hostname
+    assert kumo.az("group", "exists", "-n", "acidemo") is False
