@@ -130,6 +130,12 @@ def host_traces(kumo: KumoServer, group_key_hash: str) -> list[str]:
     found += [line for line in netns.splitlines() if f"kumo{site}-e{group_key_hash}" in line]
     if (kumo.data_dir / "containers" / "groups" / group_key_hash).exists():
         found.append("files")
+    for ns in netns.split():
+        if ns.startswith(f"kumo{site}-v"):  # a VNet namespace: no nft chain of the group's may stay
+            rules = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "ruleset"], capture_output=True,
+                                   text=True).stdout
+            found += [f"{ns}: {line.strip()}" for line in rules.splitlines()
+                      if f"g{group_key_hash}" in line or f"n{group_key_hash}" in line]
     return found
 
 

@@ -199,3 +199,44 @@ def test_quota() -> None:
         delete(server, group_path(server, "q", "one"))
     finally:
         stop_server(server)
+
+
+def test_liveness_probe_restarts_an_unhealthy_container(kumo: KumoServer, rg: str) -> None:
+    path = group_path(kumo, rg, unique("live"))
+    probe = {"exec": {"command": ["test", "-f", "/tmp/healthy"]}, "periodSeconds": 1, "failureThreshold": 2,
+             "initialDelaySeconds": 1}
+    ready = {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1}
+    sick = container("sick", ["sh", "-c", "touch /tmp/healthy; sleep 2; rm /tmp/healthy; exec sleep 3600"],
+                     livenessProbe=probe, readinessProbe=ready)
+    put_group(kumo, path, group_body(sick))
+    got = wait_for(kumo, path, lambda g: state(g).get("restartCount", 0) >= 1, timeout=40)
+    names = [e["name"] for e in state(got)["events"]]
+    assert "Unhealthy" in names and "Killing" in names
+    delete(kumo, path)
+
+
+def test_attach_streams_the_output(kumo: KumoServer, rg: str) -> None:
+    import ssl
+
+    import websocket
+
+    path = group_path(kumo, rg, unique("attach"))
+    ticker = container("ticker", ["sh", "-c", "i=0; while [ $i -lt 4 ]; do echo tick-$i; i=$((i+1)); sleep 0.5; "
+                                              "done"])
+    put_group(kumo, path, group_body(ticker, restart="Never"))
+    with kumo.http() as c:
+        r = c.post(f"{path}/containers/ticker/attach", params=ACI_API)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    ws = websocket.create_connection(answer["webSocketUri"], sslopt={"ca_certs": kumo.ca,
+                                                                     "cert_reqs": ssl.CERT_REQUIRED})
+    ws.send(answer["password"])
+    seen = b""
+    try:
+        while True:
+            frame = ws.recv()
+            seen += frame.encode() if isinstance(frame, str) else frame
+    except websocket.WebSocketConnectionClosedException:
+        pass
+    assert seen.decode().split() == ["tick-0", "tick-1", "tick-2", "tick-3"]  # all of it, then the end
+    delete(kumo, path)

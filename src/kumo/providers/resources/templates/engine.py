@@ -139,11 +139,14 @@ class DeploymentRun:
                 self.status[r.key] = "Skipped"  # Azure does not attempt what depends on a failure
                 return
             started = time.time()
-            op_key = await self._record(r, "Running", started)
+            # a cancel may land while the Running row is being written: the row is finished either way,
+            # and then marked Canceled, so no operation stays Running
+            running = asyncio.ensure_future(self._record(r, "Running", started))
             try:
+                op_key = await asyncio.shield(running)
                 await self._apply(r)
             except asyncio.CancelledError:  # the deployment was canceled (or kumo stops) mid-way
-                await asyncio.shield(self._record(r, "Canceled", started, op_key))
+                await asyncio.shield(self._record(r, "Canceled", started, await running))
                 raise
             except ArmError as e:
                 self.status[r.key] = "Failed"
