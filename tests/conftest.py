@@ -11,6 +11,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -72,6 +73,20 @@ class KumoServer:
     def stop(self) -> None:
         self.kumo("down")
 
+    def purge(self) -> None:
+        """Delete every resource group of the default subscription (and so what runs for them)."""
+        api = {"api-version": "2024-11-01"}
+        base = f"/subscriptions/{self.identity['subscription_id']}/resourcegroups"
+        with self.http() as c:
+            names = [g["name"] for g in c.get(base, params=api).json().get("value", [])]
+            for name in names:
+                c.delete(f"{base}/{name}", params=api)
+            for name in names:
+                for _ in range(600):
+                    if c.get(f"{base}/{name}", params=api).status_code == 404:
+                        break
+                    time.sleep(0.1)
+
     def pid(self) -> int:
         return int(json.loads((self.data_dir / "run.json").read_text())["pid"])
 
@@ -121,8 +136,13 @@ def start_server(*extra_args: str) -> KumoServer:
 
 
 def stop_server(server: KumoServer) -> None:
+    """Delete every resource group first: containers outlive kumo by design (conmon supervises them),
+    so a test server that stopped with groups left would leave them running without their state."""
     try:
-        server.stop()
+        try:
+            server.purge()
+        finally:
+            server.stop()
     finally:
         shutil.rmtree(server.data_dir, ignore_errors=True)
 

@@ -206,3 +206,22 @@ def test_group_from_a_private_registry_with_az(kumo: KumoServer, rg: str, tmp_pa
                   "--registry-password", "not-the-password", "--restart-policy", "Never", check=False)
     assert bad.returncode != 0
     assert "InaccessibleImage" in bad.stderr
+
+
+def test_deleting_the_resource_group_leaves_nothing_on_the_host() -> None:
+    server = start_server()
+    try:
+        site = (server.data_dir / "network-site").read_text().strip()
+        server.az("group", "create", "-n", "gone", "-l", "local")
+        web = container("web", ["sh", "-c", "mkdir -p /w; echo x > /w/i; exec httpd -f -p 80 -h /w"], ports=(80,))
+        path = group_path(server, "gone", "g1")
+        got = put_group(server, path, group_body(web, public_ports=(80,)))
+        wait_http(f"http://{got['properties']['ipAddress']['ip']}/i")
+        server.az("group", "delete", "-n", "gone", "--yes")
+        assert host_traces(server, key_hash(path)) == []
+        namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert f"kumo{site}-" not in namespaces  # kumo's instance network went with its last group
+        tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+        assert f"kumo_site{site}" not in tables
+    finally:
+        stop_server(server)

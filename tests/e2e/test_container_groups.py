@@ -240,3 +240,21 @@ def test_attach_streams_the_output(kumo: KumoServer, rg: str) -> None:
         pass
     assert seen.decode().split() == ["tick-0", "tick-1", "tick-2", "tick-3"]  # all of it, then the end
     delete(kumo, path)
+
+
+def test_a_reused_address_reaches_the_new_group_at_once(kumo: KumoServer, rg: str) -> None:
+    """Delete a group and create another: it gets the freed addresses, and its port answers at once
+    (the VNet's router must not keep sending to the old group's MAC)."""
+    web = container("web", ["sh", "-c", "trap 'exit 0' TERM; mkdir -p /w; hostname > /w/i; httpd -f -p 80 -h /w & "
+                                        "wait"], ports=(80,))
+    keep = put_group(kumo, group_path(kumo, rg, unique("keep")), group_body(web, public_ports=(80,)))
+    first_path = group_path(kumo, rg, "first")
+    first = put_group(kumo, first_path, group_body(web, public_ports=(80,)))
+    assert wait_http(f"http://{first['properties']['ipAddress']['ip']}/i").strip() == "first"
+    delete(kumo, first_path)
+    second = put_group(kumo, group_path(kumo, rg, "second"), group_body(web, public_ports=(80,)))
+    assert second["properties"]["ipAddress"]["ip"] == first["properties"]["ipAddress"]["ip"]
+    started = time.monotonic()
+    assert wait_http(f"http://{second['properties']['ipAddress']['ip']}/i").strip() == "second"
+    assert time.monotonic() - started < 3
+    assert keep["properties"]["ipAddress"]["ip"] != second["properties"]["ipAddress"]["ip"]

@@ -403,10 +403,14 @@ class ContainerController:
                 if cid.startswith(f"{self.runtime_prefix}-{short_hash(group.key)}-"):
                     await self.runtime.remove(cid)
         plan = self._plan(group)
-        await self.network.remove_instance(group.key, plan.vnet_key)
         await asyncio.to_thread(shutil.rmtree, plan.root, True)
         self._locks.pop(group.key, None)
         self.sessions.forget(group.key)
+
+    async def removed(self, group: Resource) -> None:
+        """After the group's row is gone (a resource group's delete does not mark each member Deleting
+        first): its endpoint leaves the network, and the namespace goes."""
+        await self.network.remove_instance(group.key, self._plan(group).vnet_key)
 
     async def logs(self, group: Resource, container: str, tail: int | None, timestamps: bool) -> str:
         path = self._plan(group).root / "logs" / f"{container}.log"

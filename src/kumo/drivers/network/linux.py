@@ -102,6 +102,7 @@ class LinuxNetworkDriver:
                       f"link set {e.port} up"]
             if e.kind == "netns" and self._configured.get(e.port) != e:
                 endpoint_batches[e.port] = await self._endpoint_commands(e)
+        batch += await self._neighbours(ns, spec)
         if batch:
             await run("ip", "-n", ns, "-batch", "-", input="\n".join(batch) + "\n")
         if fresh or new_bridges:
@@ -114,6 +115,21 @@ class LinuxNetworkDriver:
         if self._applied_rules.get(ns) != rules:
             await run("ip", "netns", "exec", ns, "nft", "-f", "-", input=rules)
             self._applied_rules[ns] = rules
+
+    @staticmethod
+    async def _neighbours(ns: str, spec: VNetSpec) -> list[str]:
+        """The router knows every endpoint's MAC (permanent entries) instead of learning it by ARP: an
+        address freed and given to a new endpoint reaches the new one at once, not when a cached
+        entry for the old MAC expires."""
+        wanted = {(e.bridge, str(e.address.ip)): e.mac for e in spec.endpoints}
+        bridges = {s.bridge for s in spec.subnets}
+        current = json.loads(await run("ip", "-n", ns, "-j", "neigh", "show", "nud", "permanent") or "[]")
+        cmds = [f"neigh del {n['dst']} dev {n['dev']}" for n in current
+                if n.get("dev") in bridges and (n["dev"], n["dst"]) not in wanted]
+        have = {(n.get("dev"), n.get("dst")): (n.get("lladdr") or "").lower() for n in current}
+        cmds += [f"neigh replace {ip} lladdr {mac} dev {bridge} nud permanent"
+                 for (bridge, ip), mac in wanted.items() if have.get((bridge, ip)) != mac]
+        return cmds
 
     async def _ensure_uplink(self, spec: VNetSpec, links: dict[str, dict], batch: list[str]) -> None:
         up = spec.uplink

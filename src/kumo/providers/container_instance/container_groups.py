@@ -132,6 +132,9 @@ class ContainerGroups(ResourceType):
     async def remove(self, services: "Services", resource: Resource) -> None:
         await services.containers.remove(resource)
 
+    async def removed(self, services: "Services", resource: Resource) -> None:
+        await services.containers.removed(resource)
+
     actions = {"start": "start", "stop": "stop", "restart": "restart", "containers": "container_action"}
 
     async def start(self, ctx: "RequestContext", resource: Resource) -> Response:
@@ -146,7 +149,10 @@ class ContainerGroups(ResourceType):
         return Response(status_code=204)
 
     # POST/GET …/containers/{name}/{logs|exec|attach}
-    async def container_action(self, ctx: "RequestContext", resource: Resource, name: str, verb: str) -> Response:
+    async def container_action(self, ctx: "RequestContext", resource: Resource, name: str | None = None,
+                               verb: str | None = None) -> Response:
+        if name is None or verb is None:
+            raise bad_request("InvalidAction", "Use …/containers/{name}/logs, /exec or /attach.")
         containers = {c["name"]: c for c in resource.body["properties"]["containers"]}
         if name not in containers:
             raise not_found("Microsoft.ContainerInstance/containerGroups/containers", f"{resource.name}/{name}",
