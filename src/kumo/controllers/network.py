@@ -230,7 +230,8 @@ class NetworkController:
                            f"{self.unavailable}")
 
     # -- syncing ---------------------------------------------------------------------------------
-    async def sync_vnet(self, vnet_key: str) -> None:
+    async def sync_vnet(self, vnet_key: str, host: bool = True) -> None:
+        """Make the VNet's namespace match the store, then (with `host`) kumo's host table."""
         if not vnet_key:
             return
         self._require()
@@ -239,7 +240,8 @@ class NetworkController:
         except HostCommandError as e:
             raise ArmError(500, "NetworkSetupFailed", f"kumo could not set up the virtual network on the host: "
                            f"{e}") from e
-        await self.sync_host()
+        if host:
+            await self.sync_host()
 
     async def sync_vnet_of_nic(self, nic_key: str) -> None:
         async with self.store.read() as tx:
@@ -261,8 +263,9 @@ class NetworkController:
 
     async def sync_instance(self, key: str, vnet_key: str) -> str:
         """Bring an instance's endpoint up to date (made, moved or removed with its VNet's next pass);
-        returns the namespace its processes join."""
-        await self.sync_vnet(vnet_key)
+        returns the namespace its processes join. The host table (its public IP) is the caller's to
+        bring up with `sync_host`, which may run while the instance starts."""
+        await self.sync_vnet(vnet_key, host=False)
         return self.endpoint_netns(key)
 
     async def remove_instance(self, key: str, vnet_key: str) -> None:

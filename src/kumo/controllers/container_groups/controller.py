@@ -318,15 +318,18 @@ class ContainerController:
         if current is not None:
             self.runners.pop(group.key, None)
             await current.stop()
-        plan.netns = await self.network.sync_instance(group.key, plan.vnet_key)
+        # the network is made while images are pulled; containers start once both are done
+        network = asyncio.ensure_future(self.network.sync_instance(group.key, plan.vnet_key))
         if adopt:
+            await network
+            await self.network.sync_host()
             try:
                 await self._build_specs(plan, pull=False)
                 statuses = [await self.runtime.status(c.spec.id) for c in plan.containers]
                 adopt = all(s.state in ("running", "stopped") for s in statuses)
             except ArmError:
                 adopt = False
-        runner = GroupRunner(self, plan, adopt=adopt)
+        runner = GroupRunner(self, plan, adopt=adopt, network=network)
         self.runners[group.key] = runner
         runner.task = asyncio.ensure_future(runner.run())
         await asyncio.shield(runner.started)
@@ -403,13 +406,14 @@ class ContainerController:
                 if cid.startswith(f"{self.runtime_prefix}-{short_hash(group.key)}-"):
                     await self.runtime.remove(cid)
         plan = self._plan(group)
+        await self.network.remove_instance(group.key, plan.vnet_key)
         await asyncio.to_thread(shutil.rmtree, plan.root, True)
         self._locks.pop(group.key, None)
         self.sessions.forget(group.key)
 
     async def removed(self, group: Resource) -> None:
-        """After the group's row is gone (a resource group's delete does not mark each member Deleting
-        first): its endpoint leaves the network, and the namespace goes."""
+        """Again once the row is gone: a resource group's delete does not mark each member Deleting, so
+        the pass in `remove` still saw the group."""
         await self.network.remove_instance(group.key, self._plan(group).vnet_key)
 
     async def logs(self, group: Resource, container: str, tail: int | None, timestamps: bool) -> str:

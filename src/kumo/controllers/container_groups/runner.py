@@ -33,6 +33,7 @@ class GroupRunner:
     controller: "ContainerController"
     plan: "GroupPlan"
     adopt: bool = False  # containers already run (kumo restarted): supervise them, do not start them
+    network: asyncio.Future[str] | None = None  # the group's namespace, being made
     started: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     stopping: bool = False
     task: asyncio.Task[None] | None = None
@@ -96,7 +97,11 @@ class GroupRunner:
             instanceView={"state": "Pending", "events": (body["properties"].get("instanceView") or {}).get("events",
                                                                                                           [])}))
         await ctl.prepare_host(plan)
-        await ctl.pull_images(self)
+        try:
+            await ctl.pull_images(self)
+        finally:
+            if self.network is not None:
+                await self.network  # also when the pull failed: its errors come after the network's
         for init in plan.init_containers:
             status = await self._start(init)
             if status.state != "stopped":
@@ -106,8 +111,12 @@ class GroupRunner:
             if status.exit_code != 0:
                 raise ArmError(400, "ContainerGroupInitContainerFailed", f"Init container '{init.name}' of container "
                                f"group '{plan.name}' exited with code {status.exit_code}.")
-        for c in plan.containers:
-            await self._start(c)
+        host = asyncio.ensure_future(ctl.network.sync_host())  # the public IP, while the containers start
+        try:
+            for c in plan.containers:
+                await self._start(c)
+        finally:
+            await host
         self._settle_started()
 
     async def _start(self, c: "PlannedContainer") -> ContainerStatus:

@@ -35,6 +35,7 @@ class LinuxNetworkDriver:
     def __init__(self) -> None:
         self._applied_rules: dict[str, str] = {}  # netns -> ruleset text last loaded
         self._configured: dict[str, EndpointSpec] = {}  # port -> endpoint spec last configured
+        self._neighbours: dict[str, dict[tuple[str, str], str]] = {}  # netns -> permanent entries it holds
         self._uplinks: dict[str, Uplink] = {}  # netns -> uplink last configured
         self._host_applied: tuple[str, str] | None = None  # (routes, ruleset) last applied
 
@@ -87,6 +88,7 @@ class LinuxNetworkDriver:
                 batch.append(f"link del {name}")
                 self._configured.pop(name, None)
         endpoint_batches: dict[str, list[str]] = {}
+        new_namespaces: set[str] = set()
         for e in spec.endpoints:
             if e.port not in links:
                 if e.kind == "netns":
@@ -94,6 +96,7 @@ class LinuxNetworkDriver:
                     if e.netns not in present:
                         await run("ip", "netns", "add", e.netns)
                         present.add(e.netns)
+                        new_namespaces.add(e.netns)
                     batch.append(f"link add {e.port} type veth peer name {ENDPOINT_IF} netns {e.netns}")
                 else:
                     batch.append(f"tuntap add dev {e.port} mode tap")
@@ -101,10 +104,14 @@ class LinuxNetworkDriver:
             batch += [f"link set {e.port} master {e.bridge}", f"link set {e.port} type bridge_slave isolated on",
                       f"link set {e.port} up"]
             if e.kind == "netns" and self._configured.get(e.port) != e:
-                endpoint_batches[e.port] = await self._endpoint_commands(e)
-        batch += await self._neighbours(ns, spec)
+                endpoint_batches[e.port] = await self._endpoint_commands(e, fresh=e.netns in new_namespaces)
+        batch += await self._neighbour_commands(ns, spec)
         if batch:
-            await run("ip", "-n", ns, "-batch", "-", input="\n".join(batch) + "\n")
+            try:
+                await run("ip", "-n", ns, "-batch", "-", input="\n".join(batch) + "\n")
+            except HostCommandError:
+                self._neighbours.pop(ns, None)  # not known what was applied: read it next time
+                raise
         if fresh or new_bridges:
             await self._vnet_sysctls(ns, new_bridges if not fresh else [s.bridge for s in spec.subnets])
         for e in spec.endpoints:
@@ -116,19 +123,20 @@ class LinuxNetworkDriver:
             await run("ip", "netns", "exec", ns, "nft", "-f", "-", input=rules)
             self._applied_rules[ns] = rules
 
-    @staticmethod
-    async def _neighbours(ns: str, spec: VNetSpec) -> list[str]:
+    async def _neighbour_commands(self, ns: str, spec: VNetSpec) -> list[str]:
         """The router knows every endpoint's MAC (permanent entries) instead of learning it by ARP: an
         address freed and given to a new endpoint reaches the new one at once, not when a cached
-        entry for the old MAC expires."""
+        entry for the old MAC expires. What this process set is remembered; otherwise it is read."""
         wanted = {(e.bridge, str(e.address.ip)): e.mac for e in spec.endpoints}
+        have = self._neighbours.get(ns)
+        if have is None:
+            current = json.loads(await run("ip", "-n", ns, "-j", "neigh", "show", "nud", "permanent") or "[]")
+            have = {(n["dev"], n["dst"]): (n.get("lladdr") or "").lower() for n in current if n.get("dev")}
         bridges = {s.bridge for s in spec.subnets}
-        current = json.loads(await run("ip", "-n", ns, "-j", "neigh", "show", "nud", "permanent") or "[]")
-        cmds = [f"neigh del {n['dst']} dev {n['dev']}" for n in current
-                if n.get("dev") in bridges and (n["dev"], n["dst"]) not in wanted]
-        have = {(n.get("dev"), n.get("dst")): (n.get("lladdr") or "").lower() for n in current}
+        cmds = [f"neigh del {ip} dev {dev}" for dev, ip in have if dev in bridges and (dev, ip) not in wanted]
         cmds += [f"neigh replace {ip} lladdr {mac} dev {bridge} nud permanent"
                  for (bridge, ip), mac in wanted.items() if have.get((bridge, ip)) != mac]
+        self._neighbours[ns] = wanted
         return cmds
 
     async def _ensure_uplink(self, spec: VNetSpec, links: dict[str, dict], batch: list[str]) -> None:
@@ -151,9 +159,9 @@ class LinuxNetworkDriver:
         self._uplinks[spec.netns] = up
 
     @staticmethod
-    async def _endpoint_commands(e: EndpointSpec) -> list[str]:
+    async def _endpoint_commands(e: EndpointSpec, fresh: bool = False) -> list[str]:
         assert e.netns
-        current = (await LinuxNetworkDriver.links(e.netns)).get(ENDPOINT_IF)
+        current = None if fresh else (await LinuxNetworkDriver.links(e.netns)).get(ENDPOINT_IF)
         cmds = ["link set lo up", f"link set {ENDPOINT_IF} address {e.mac}"]
         cmds += _addresses(ENDPOINT_IF, current, [str(e.address)])
         return cmds + [f"link set {ENDPOINT_IF} up", f"route replace default via {e.gateway} dev {ENDPOINT_IF}"]
@@ -175,6 +183,7 @@ class LinuxNetworkDriver:
 
     async def delete_netns(self, name: str) -> None:
         self._applied_rules.pop(name, None)
+        self._neighbours.pop(name, None)
         self._uplinks.pop(name, None)
         if name in await self.list_netns():
             try:
