@@ -24,6 +24,7 @@ pytestmark = [pytest.mark.e2e]
 HELLO = "mcr.microsoft.com/azuredocs/aci-helloworld"
 
 
+@pytest.mark.slow
 def test_azure_quickstart_with_az(kumo: KumoServer, rg: str) -> None:
     name, label = unique("aci"), unique("dns")
     out = kumo.az("container", "create", "-g", rg, "-n", name, "--image", HELLO, "--ports", "80",
@@ -63,6 +64,7 @@ def kumo_az(kumo: KumoServer) -> list[str]:
     return [*KUMO, "az"]
 
 
+@pytest.mark.slow
 def test_sdk_create_logs_exec_and_power(kumo: KumoServer, rg: str, sdk_credential: Any) -> None:
     from azure.mgmt.containerinstance import ContainerInstanceManagementClient
     from azure.mgmt.containerinstance.models import (Container, ContainerExecRequest, ContainerGroup,
@@ -177,6 +179,7 @@ def test_groups_survive_kill_9_of_kumo() -> None:
         stop_server(server)
 
 
+@pytest.mark.slow
 def test_group_from_a_private_registry_with_az(kumo: KumoServer, rg: str, tmp_path: Path) -> None:
     """Push the catalog's busybox into a registry of kumo's with skopeo, run it with the registry's admin
     credentials; wrong credentials end the group in a clear failed state."""
@@ -208,6 +211,7 @@ def test_group_from_a_private_registry_with_az(kumo: KumoServer, rg: str, tmp_pa
     assert "InaccessibleImage" in bad.stderr
 
 
+@pytest.mark.slow
 def test_deleting_the_resource_group_leaves_nothing_on_the_host() -> None:
     server = start_server()
     try:
@@ -225,3 +229,17 @@ def test_deleting_the_resource_group_leaves_nothing_on_the_host() -> None:
         assert f"kumo_site{site}" not in tables
     finally:
         stop_server(server)
+
+
+@pytest.mark.slow
+def test_az_container_attach_streams_until_the_group_ends(kumo: KumoServer, rg: str) -> None:
+    name = unique("attach")
+    kumo.az("container", "create", "-g", rg, "-n", name, "--image", "busybox", "--restart-policy", "Never",
+            "--command-line", "sh -c 'i=0; while [ $i -lt 8 ]; do echo tick-$i; i=$((i+1)); sleep 1; done'")
+    proc = subprocess.run([*kumo_az(kumo), "container", "attach", "-g", rg, "-n", name], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=120, env=kumo.env())
+    assert proc.returncode == 0, proc.stderr
+    assert f"Container '{name}' is in state 'Running'" in proc.stdout
+    assert "tick-0" in proc.stdout and "tick-7" in proc.stdout  # it followed the logs to the end
+    shown = kumo.az("container", "show", "-g", rg, "-n", name)
+    assert shown["instanceView"]["state"] == "Succeeded"

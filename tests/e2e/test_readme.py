@@ -27,27 +27,29 @@ def test_readme_sdk_snippet_runs(kumo: KumoServer) -> None:
     assert kumo.az("group", "exists", "-n", "rg1") is False  # the snippet deletes what it made
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"), reason="virtual networks need root and nftables")
-def test_readme_network_walkthrough_runs(kumo: KumoServer) -> None:
+def run_walkthrough(kumo: KumoServer, first_line: str) -> subprocess.CompletedProcess[str]:
+    """Run the README's bash block that starts with `first_line`, as written, with kumo on PATH."""
     readme = (ROOT / "README.md").read_text()
-    snippet = re.search(r"```bash\n(kumo az group create -n netdemo.*?)```", readme, re.S)
-    assert snippet, "README.md lost its virtual network walkthrough"
+    snippet = re.search(r"```bash\n(" + re.escape(first_line) + r".*?)```", readme, re.S)
+    assert snippet, f"README.md lost its walkthrough starting with {first_line!r}"
     env = {**kumo.env(), "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"}
     out = subprocess.run(["bash", "-ec", snippet.group(1)], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"), reason="virtual networks need root and nftables")
+def test_readme_network_walkthrough_runs(kumo: KumoServer) -> None:
+    out = run_walkthrough(kumo, "kumo az group create -n netdemo")
     assert "<!DOCTYPE HTML>" in out.stdout  # python's http.server answered through the public IP
     assert kumo.az("group", "exists", "-n", "netdemo") is False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runc"), reason="container groups need root and runc")
 def test_readme_container_walkthrough_runs(kumo: KumoServer) -> None:
-    readme = (ROOT / "README.md").read_text()
-    snippet = re.search(r"```bash\n(kumo az group create -n acidemo.*?)```", readme, re.S)
-    assert snippet, "README.md lost its container walkthrough"
-    env = {**kumo.env(), "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"}
-    out = subprocess.run(["bash", "-ec", snippet.group(1)], env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
+    out = run_walkthrough(kumo, "kumo az group create -n acidemo")
     assert "Welcome to Azure Container Instances!" in out.stdout  # the page, through the group's public IP
     assert "listening on port 80" in out.stdout  # az container logs
     assert re.search(r"^hello\r?$", out.stdout, re.M)  # az container exec: the group's hostname

@@ -242,13 +242,18 @@ async def _require_repo(call: Call) -> None:
         raise name_unknown(call.name)
 
 
+async def _acr_delete(call: Call, remove: Any, what: str) -> Response:
+    """ACR's DELETE of a tag or manifest: 202, and unreferenced blobs are collected soon after."""
+    await call.need("delete")
+    await to_thread(remove, call.target.name, call.name, what)
+    call.service.schedule_gc()
+    return Response(status_code=202, headers=API_VERSION_HEADER)
+
+
 async def acr_tags(call: Call) -> Response:
     tag_name, method, reg = call.params.get("tag"), call.request.method, call.target.name
     if method == "DELETE" and tag_name:
-        await call.need("delete")
-        await to_thread(call.storage.delete_tag, reg, call.name, tag_name)
-        call.service.schedule_gc()
-        return Response(status_code=202, headers=API_VERSION_HEADER)
+        return await _acr_delete(call, call.storage.delete_tag, tag_name)
     if method not in ("GET", "HEAD", "PATCH"):
         raise unsupported()
     await call.need("metadata_write" if method == "PATCH" else "metadata_read")
@@ -283,10 +288,7 @@ async def _manifest_view(call: Call, info: Any, tags: list[Any]) -> dict[str, An
 async def acr_manifests(call: Call) -> Response:
     digest, method, reg = call.params.get("digest"), call.request.method, call.target.name
     if method == "DELETE" and digest:
-        await call.need("delete")
-        await to_thread(call.storage.delete_manifest, reg, call.name, digest)
-        call.service.schedule_gc()
-        return Response(status_code=202, headers=API_VERSION_HEADER)
+        return await _acr_delete(call, call.storage.delete_manifest, digest)
     if method not in ("GET", "HEAD"):
         raise unsupported()
     await call.need("metadata_read")
