@@ -138,6 +138,17 @@ class Settings:
         return ipaddress.IPv4Network(self.public_ip_pool)
 
     @property
+    def image_mirrors(self) -> dict[str, str]:
+        """Image names under mcr.microsoft.com and Docker Hub resolve to kumo's offline catalog, served by
+        kumo itself at /v2/ (KUMO_IMAGE_MIRRORS="registry=endpoint,…" adds or replaces mirrors)."""
+        catalog = f"https://localhost:{self.port}"
+        mirrors = {"mcr.microsoft.com": catalog, "docker.io": catalog}
+        for item in filter(None, os.environ.get("KUMO_IMAGE_MIRRORS", "").split(",")):
+            name, _, endpoint = item.partition("=")
+            mirrors[name.strip()] = endpoint.strip()
+        return mirrors
+
+    @property
     def registry_port_range(self) -> range:
         return parse_port_range(self.registry_ports)
 

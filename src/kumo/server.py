@@ -82,17 +82,6 @@ def build_registry(settings: Settings) -> ProviderRegistry:
     return registry
 
 
-def catalog_mirrors(settings: Settings) -> dict[str, str]:
-    """Image names under mcr.microsoft.com and Docker Hub resolve to kumo's offline catalog, served by
-    kumo itself at /v2/ (KUMO_IMAGE_MIRRORS="registry=endpoint,…" adds or replaces mirrors)."""
-    catalog = f"https://localhost:{settings.port}"
-    mirrors = {"mcr.microsoft.com": catalog, "docker.io": catalog}
-    for item in filter(None, os.environ.get("KUMO_IMAGE_MIRRORS", "").split(",")):
-        name, _, endpoint = item.partition("=")
-        mirrors[name.strip()] = endpoint.strip()
-    return mirrors
-
-
 def _msi_secret(path: Path) -> str:
     if not path.exists():
         _write_private(path, secrets.token_urlsafe(24).encode())
@@ -113,7 +102,7 @@ async def build_services(settings: Settings, say: Say = lambda _m: None) -> Serv
     services = Services(settings=settings, store=store, operations=operations, providers=build_registry(settings),
                         auth=Authenticator(signer, store, identity.arm_audiences), identity=identity,
                         network=network, containers=ContainerController(
-                            store, paths.root, network, paths.ca_bundle, catalog_mirrors(settings)))
+                            store, paths.root, network, paths.ca_bundle, settings.image_mirrors))
     operations.services = services
     for handler in container_registry.handlers(RegistryService(settings, store, signer), settings):
         services.providers.add(handler)  # container registries: ARM types with their own data plane

@@ -258,3 +258,10 @@ def test_a_reused_address_reaches_the_new_group_at_once(kumo: KumoServer, rg: st
     assert wait_http(f"http://{second['properties']['ipAddress']['ip']}/i").strip() == "second"
     assert time.monotonic() - started < 3
     assert keep["properties"]["ipAddress"]["ip"] != second["properties"]["ipAddress"]["ip"]
+
+
+def test_kumo_images_pull_shows_progress(kumo: KumoServer) -> None:
+    out = kumo.kumo("images", "pull", "nginx")
+    assert "blob(s):" in out.stdout and "pulled docker.io/library/nginx:latest" in out.stdout
+    missing = kumo.kumo("images", "pull", "kumo-tests/not-there:1", check=False)
+    assert missing.returncode == 1 and "not found" in missing.stderr

@@ -300,6 +300,62 @@ def catalog_build(out: Path | None, force: bool, only: tuple[str, ...]) -> None:
         sys.exit(1)
 
 
+@cli.group()
+def images() -> None:
+    """Container images in kumo's image store (what container groups start from)."""
+
+
+@images.command("pull")
+@data_dir_option
+@click.argument("reference")
+@click.option("--username", default=None, help="Registry user (with --password), e.g. an ACR admin user.")
+@click.option("--password", default=None, envvar="KUMO_REGISTRY_PASSWORD", help="Registry password.")
+def images_pull(data_dir: Path | None, reference: str, username: str | None, password: str | None) -> None:
+    """Pull REFERENCE into the image store, with progress, so a group starting from it needs no download.
+    `nginx` and `mcr.microsoft.com/...` come from kumo's offline catalog (kumo must be running)."""
+    import asyncio
+    import time
+
+    from kumo.images.reference import InvalidReference, parse_reference
+    from kumo.images.registry_client import Credentials, PullError, RegistryClient, RegistryUnreachable
+    from kumo.images.store import ImageStore
+
+    settings = _settings(data_dir)
+    try:
+        ref = parse_reference(reference)
+    except InvalidReference as e:
+        raise click.BadParameter(str(e)) from None
+    done: dict[str, tuple[int, int]] = {}
+    shown = [0.0]
+
+    def progress(digest: str, got: int, total: int) -> None:
+        done[digest] = (got, total)
+        now = time.monotonic()
+        if now - shown[0] > 0.2 or got == total:
+            shown[0] = now
+            have, want = sum(g for g, _ in done.values()), sum(t for _, t in done.values())
+            click.echo(f"\r  {len(done)} blob(s): {have / 1e6:.1f} / {want / 1e6:.1f} MB", nl=False)
+
+    async def pull() -> None:
+        creds = {ref.registry: Credentials(username, password or "")} if username else {}
+        client = RegistryClient(credentials=creds, mirrors=settings.image_mirrors, ca_bundle=settings.paths.ca_bundle)
+        try:
+            started = time.monotonic()
+            image = await ImageStore(settings.paths.root / "images", client).pull(ref, progress)
+        finally:
+            await client.aclose()
+        click.echo(f"\npulled {ref} ({image.manifest_digest}, {len(image.layers)} layer(s), "
+                   f"{image.size / 1e6:.1f} MB) in {time.monotonic() - started:.1f} s")
+
+    click.echo(f"pulling {ref} …")
+    try:
+        asyncio.run(pull())
+    except RegistryUnreachable as e:
+        raise click.ClickException(f"{e} (is kumo running? it serves the image catalog)") from None
+    except PullError as e:
+        raise click.ClickException(str(e)) from None
+
+
 def main() -> None:
     try:
         cli(prog_name="kumo")

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,9 +227,11 @@ class ContainerController:
             if pull:
                 if runner is not None:
                     await runner.container_event(c["name"], "Pulling", f"pulling image \"{image_name}\"")
+                started = time.monotonic()
                 image = await self._pull(plan, image_name, None)
                 if runner is not None:
-                    await runner.container_event(c["name"], "Pulled", f"Successfully pulled image \"{image_name}\"")
+                    await runner.container_event(c["name"], "Pulled", f"Successfully pulled image \"{image_name}\" "
+                                                 f"({image.size / 1e6:.1f} MB in {time.monotonic() - started:.2f} s)")
             else:
                 image = await self._images.get(image_name)
                 if image is None:
