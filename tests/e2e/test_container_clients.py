@@ -243,3 +243,27 @@ def test_az_container_attach_streams_until_the_group_ends(kumo: KumoServer, rg: 
     assert "tick-0" in proc.stdout and "tick-7" in proc.stdout  # it followed the logs to the end
     shown = kumo.az("container", "show", "-g", rg, "-n", name)
     assert shown["instanceView"]["state"] == "Succeeded"
+
+
+@pytest.mark.slow
+def test_a_group_whose_namespace_went_while_kumo_was_down_starts_afresh() -> None:
+    """Containers are re-adopted only where they still are what the group says: if the group's namespace
+    was removed while kumo was down (by hand, or a host clean-up), the group is started again."""
+    server = start_server()
+    try:
+        server.az("group", "create", "-n", "ns", "-l", "local")
+        path = group_path(server, "ns", "g")
+        web = container("web", ["sh", "-c", "mkdir -p /w; echo again > /w/i; exec httpd -f -p 80 -h /w"], ports=(80,))
+        got = put_group(server, path, group_body(web, public_ports=(80,)))
+        ip = got["properties"]["ipAddress"]["ip"]
+        wait_http(f"http://{ip}/i")
+        server.stop()
+        site = (server.data_dir / "network-site").read_text().strip()
+        subprocess.run(["ip", "netns", "del", f"kumo{site}-e{key_hash(path)}"], check=True)
+        server.start()
+        assert wait_http(f"http://{ip}/i", timeout=30) == "again\n"
+        got = wait_for(server, path, lambda g: state(g).get("currentState", {}).get("state") == "Running")
+        delete(server, path)
+        assert host_traces(server, key_hash(path)) == []
+    finally:
+        stop_server(server)

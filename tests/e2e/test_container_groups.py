@@ -201,6 +201,7 @@ def test_quota() -> None:
         stop_server(server)
 
 
+@pytest.mark.slow
 def test_liveness_probe_restarts_an_unhealthy_container(kumo: KumoServer, rg: str) -> None:
     path = group_path(kumo, rg, unique("live"))
     probe = {"exec": {"command": ["test", "-f", "/tmp/healthy"]}, "periodSeconds": 1, "failureThreshold": 2,

@@ -183,7 +183,11 @@ class NetworkController:
         SITES_DIR.mkdir(parents=True, exist_ok=True)
         remembered = self.data_dir / "network-site"
         preferred = int(remembered.read_text()) if remembered.exists() else None
-        order = ([preferred] if preferred in SITES else []) + [n for n in SITES if n != preferred]
+        # a site whose last owner is a stopped kumo with its data dir still there stays that kumo's (its
+        # containers keep running while it is down): taken only when no other site is free
+        reserved = [n for n in SITES if n != preferred and self._reserved_by_another(n)]
+        order = ([preferred] if preferred in SITES else []) + \
+            [n for n in SITES if n != preferred and n not in reserved] + reserved
         for n in order:
             fd = os.open(SITES_DIR / f"{n}.lock", os.O_RDWR | os.O_CREAT, 0o600)
             try:
@@ -203,6 +207,15 @@ class NetworkController:
             remembered.write_text(str(n))
             return
         raise NetworkUnavailable(f"all {len(SITES)} network sites are taken by other running kumos; stop one")
+
+    def _reserved_by_another(self, site: int) -> bool:
+        try:
+            owner = json.loads((SITES_DIR / f"{site}.lock").read_text() or "{}").get("data_dir")
+            if not owner or Path(owner) == self.data_dir:
+                return False
+            return (Path(owner) / "network-site").read_text().strip() == str(site)
+        except (OSError, ValueError):
+            return False
 
     def _check_pool(self, mine: int) -> None:
         for other in SITES:

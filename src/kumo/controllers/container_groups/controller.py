@@ -80,6 +80,16 @@ def _strip_views(relevant: dict[str, Any]) -> str:
     return json.dumps(doc, sort_keys=True, default=str, separators=(",", ":"))
 
 
+def _same_netns(netns: str, pids: list[int]) -> bool:
+    """Whether running containers are still in the group's namespace (one made again while kumo was
+    down is another namespace: such containers are started afresh instead of adopted)."""
+    try:
+        wanted = os.stat(f"/run/netns/{netns}").st_ino
+        return all(os.stat(f"/proc/{pid}/ns/net").st_ino == wanted for pid in pids)
+    except OSError:
+        return False
+
+
 class ContainerController:
     def __init__(self, store: Store, data_dir: Path, network: NetworkController, ca_bundle: Path,
                  mirrors: dict[str, str], runtime: ContainerRuntime | None = None) -> None:
@@ -329,7 +339,11 @@ class ContainerController:
             try:
                 await self._build_specs(plan, pull=False)
                 statuses = [await self.runtime.status(c.spec.id) for c in plan.containers]
-                adopt = all(s.state in ("running", "stopped") for s in statuses)
+                adopt = all(s.state in ("running", "stopped") for s in statuses) and \
+                    await asyncio.to_thread(_same_netns, plan.netns, [s.pid for s in statuses if s.pid])
+                if not adopt:  # not as they should be: start the group afresh
+                    for c in (*plan.init_containers, *plan.containers):
+                        await self.runtime.remove(c.spec.id)
             except ArmError:
                 adopt = False
         runner = GroupRunner(self, plan, adopt=adopt, network=network)

@@ -90,13 +90,15 @@ class LinuxNetworkDriver:
         endpoint_batches: dict[str, list[str]] = {}
         new_namespaces: set[str] = set()
         for e in spec.endpoints:
-            if e.port not in links:
+            if e.kind == "netns" and e.netns not in present:  # (again): its veth must be made anew too
+                await run("ip", "netns", "add", e.netns)
+                present.add(e.netns)
+                new_namespaces.add(e.netns)
+                if e.port in links:
+                    batch.append(f"link del {e.port}")
+            if e.port not in links or e.netns in new_namespaces:
                 if e.kind == "netns":
                     assert e.netns
-                    if e.netns not in present:
-                        await run("ip", "netns", "add", e.netns)
-                        present.add(e.netns)
-                        new_namespaces.add(e.netns)
                     batch.append(f"link add {e.port} type veth peer name {ENDPOINT_IF} netns {e.netns}")
                 else:
                     batch.append(f"tuntap add dev {e.port} mode tap")
