@@ -35,6 +35,16 @@ def default_catalog_dir() -> Path:
     return Path.home() / ".cache/kumo/catalog"
 
 
+def default_vm_images_dir() -> Path:
+    """Where the VM image builder leaves disk images, one subdirectory with an `image.json` manifest
+    each: `KUMO_VM_IMAGES_DIR`, else `/var/cache/kumo/vm-images` as root, else `~/.cache/kumo/vm-images`."""
+    if env := os.environ.get("KUMO_VM_IMAGES_DIR"):
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/cache/kumo/vm-images")
+    return Path.home() / ".cache/kumo/vm-images"
+
+
 def parse_port_range(text: str) -> range:
     """`5100-5199` (or one port) as a range; ValueError with a readable message otherwise."""
     first, _, last = text.strip().partition("-")
@@ -129,6 +139,7 @@ class Settings:
     public_ip_pool: str = field(default_factory=lambda: os.environ.get("KUMO_PUBLIC_IP_POOL", DEFAULT_PUBLIC_IP_POOL))
     registry_ports: str = field(default_factory=lambda: os.environ.get("KUMO_REGISTRY_PORTS", DEFAULT_REGISTRY_PORTS))
     catalog_dir: Path = field(default_factory=default_catalog_dir)
+    vm_images_dir: Path = field(default_factory=default_vm_images_dir)
     # Azure's default quota of container groups per subscription and region, as the issue states it.
     container_group_quota: int = field(default_factory=lambda: int(os.environ.get("KUMO_CONTAINER_GROUP_QUOTA",
                                                                                   "20")))

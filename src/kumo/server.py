@@ -29,6 +29,8 @@ from kumo.identity.tls import _write_private, ensure_certificates
 from kumo.identity.tokens import TokenSigner
 from kumo.providers import lifecycle
 from kumo.providers.base import ProviderRegistry, TypeInfo
+from kumo.compute.marketplace import ImageCatalog
+from kumo.providers.compute import marketplace, sizes
 from kumo.providers.container_instance import container_groups
 from kumo.providers.network import (load_balancers, network_interfaces, public_ips, security_groups,
                                     virtual_networks)
@@ -79,6 +81,8 @@ def build_registry(settings: Settings) -> ProviderRegistry:
                     *(part() for part in load_balancers.LOAD_BALANCER_PARTS)):
         registry.add(handler)
     registry.add(container_groups.ContainerGroups(pool, settings.container_group_quota))
+    registry.add_reads(sizes.ComputeSizes())
+    registry.add_reads(marketplace.Marketplace(ImageCatalog(settings.vm_images_dir)))
     return registry
 
 

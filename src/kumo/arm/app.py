@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from kumo.arm import router
 from kumo.arm.context import RequestContext, Services, check_api_version
 from kumo.arm.errors import ArmError
+from kumo.providers.compute.marketplace import ALIAS_DOC_PATH, Marketplace
 from kumo.registry.service import RegistryService
 from kumo.controllers.container_groups import sessions
 
@@ -66,6 +67,8 @@ def build_app(services: Services) -> ASGIApp:
             "media": f"{base}/", "graphAudience": f"{base}/", "graph": f"{base}/", "batch": f"{base}/",
             "microsoftGraphResourceId": f"{base}/", "sqlManagement": f"{base}/", "gallery": f"{base}/",
             "activeDirectoryDataLake": f"{base}/",
+            # az reads image aliases (`az vm create --image Debian12`) from here: kumo's own images
+            "vmImageAliasDoc": f"{base}{ALIAS_DOC_PATH}",
             "suffixes": {"acrLoginServer": "azurecr.kumo.local", "keyVaultDns": "vault.kumo.local",
                          "storage": "core.kumo.local", "sqlServerHostname": "database.kumo.local"},
         }, headers=_request_headers(request))
@@ -76,6 +79,7 @@ def build_app(services: Services) -> ASGIApp:
     routes = [
         Route("/metadata/endpoints", metadata_endpoints),
         Route("/kumo/health", health),
+        *([Route(ALIAS_DOC_PATH, market.serve_alias_doc)] if (market := Marketplace.of(services)) else []),
         *services.identity.routes(),
         WebSocketRoute(sessions.PATH, services.containers.sessions.serve),
         *(registry.catalog_routes() if (registry := RegistryService.of(services)) else []),  # catalog at /v2/

@@ -107,6 +107,11 @@ async def _subscription_provider_level(ctx: RequestContext, sub: str, namespace:
             raise method_not_allowed(ctx)
         await ctx.services.auth.authorize(ctx.caller, sub, f"{namespace}/{rest[0]}/action", write=False)
         return await getattr(action[0], action[1])(ctx, sub)
+    if read := ctx.services.providers.provider_read(namespace, rest):  # e.g. …/locations/{loc}/vmSizes
+        if ctx.method not in READ_METHODS:
+            raise method_not_allowed(ctx)
+        await ctx.services.auth.authorize(ctx.caller, sub, read[0], write=False)
+        return await read[1](ctx, sub)
     handler = ctx.services.providers.handler(f"{namespace}/{rest[0]}")
     if len(rest) == 1 and handler is not None:
         await ctx.services.auth.authorize(ctx.caller, sub, f"{handler.type}/read", write=False)

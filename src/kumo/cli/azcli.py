@@ -13,6 +13,7 @@ import click
 
 from kumo.config import Settings
 from kumo.identity.directory import DefaultIdentity
+from kumo.providers.compute.marketplace import ALIAS_DOC_PATH
 
 
 def find_az() -> str:
@@ -69,8 +70,9 @@ def ensure_az_ready(settings: Settings, endpoint: str, az: str) -> dict[str, str
     paths = settings.paths
     ident = DefaultIdentity.load(paths.credentials)
     marker = paths.az_config_dir / "kumo-setup.json"
+    alias_doc = endpoint.rstrip("/") + ALIAS_DOC_PATH
     want = {"endpoint": endpoint, "client_id": ident.client_id, "tenant": ident.tenant_id,
-            "ca": paths.ca_cert.read_text()}
+            "ca": paths.ca_cert.read_text(), "alias_doc": alias_doc}
     try:
         if json.loads(marker.read_text()) == want:
             return env
@@ -82,9 +84,12 @@ def ensure_az_ready(settings: Settings, endpoint: str, az: str) -> dict[str, str
     say(f"setting up az for kumo at {endpoint} (first use; config in {paths.az_config_dir})")
     _az(az, env, "config", "set", "core.instance_discovery=false", "core.collect_telemetry=false")
     clouds = paths.az_config_dir / "clouds.config"
-    if f"[{name}]" not in (clouds.read_text() if clouds.exists() else ""):
-        say(f"registering cloud '{name}'")
+    registered = clouds.read_text() if clouds.exists() else ""
+    if f"[{name}]" not in registered:
+        say(f"registering cloud '{name}'")  # az reads every endpoint, the image alias doc too, from kumo
         _az(az, env, "cloud", "register", "-n", name, "--endpoint-resource-manager", endpoint.rstrip("/"))
+    elif alias_doc not in registered:  # registered by a kumo that did not serve image aliases yet
+        _az(az, env, "cloud", "update", "-n", name, "--endpoint-vm-image-alias-doc", alias_doc)
     _az(az, env, "cloud", "set", "-n", name)
     say(f"logging in as service principal {ident.client_id}")
     _az(az, env, "login", "--service-principal", "-u", ident.client_id,

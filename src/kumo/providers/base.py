@@ -98,6 +98,36 @@ class ResourceType:
     provider_actions: ClassVar[dict[str, str]] = {}
 
 
+ProviderRead = Callable[["RequestContext", str], Awaitable[Response]]
+
+
+class ProviderReads:
+    """Read-only views a namespace serves under `/subscriptions/{s}/providers/{namespace}/…` that are
+    no resource (`…/skus`, `…/locations/{loc}/vmSizes`, the image marketplace). `match` gets the path
+    after the namespace and returns the RBAC action it needs with the handler (which gets the
+    context and the subscription id), or None when the path is not its own."""
+
+    namespace: ClassVar[str]
+    types: ClassVar[tuple["TypeInfo", ...]] = ()  # what `/providers` lists for these views
+
+    def match(self, rest: tuple[str, ...]) -> tuple[str, ProviderRead] | None:
+        return None
+
+
+def match_path(rest: tuple[str, ...], pattern: tuple[str, ...]) -> tuple[str, ...] | None:
+    """`rest` against a pattern of lower-case literals and `*` (one segment each), ignoring case;
+    the segments the stars matched, as given, or None."""
+    if len(rest) != len(pattern):
+        return None
+    captured = []
+    for seg, pat in zip(rest, pattern, strict=True):
+        if pat == "*":
+            captured.append(seg)
+        elif seg.lower() != pat:
+            return None
+    return tuple(captured)
+
+
 @dataclass
 class TypeInfo:
     """A resource type as `/providers` lists it; `handler` is None for types served elsewhere
@@ -112,6 +142,7 @@ class TypeInfo:
 class Namespace:
     name: str
     types: list[TypeInfo] = field(default_factory=list)
+    reads: list[ProviderReads] = field(default_factory=list)
 
 
 class ProviderRegistry:
@@ -128,6 +159,17 @@ class ProviderRegistry:
         ns = self.add_namespace(handler.namespace)
         ns.types.append(TypeInfo("/".join(handler.type_path), handler.api_versions, handler))
         self._types[handler.key] = handler
+
+    def add_reads(self, reads: ProviderReads) -> None:
+        ns = self.add_namespace(reads.namespace, *reads.types)
+        ns.reads.append(reads)
+
+    def provider_read(self, namespace: str, rest: tuple[str, ...]) -> tuple[str, ProviderRead] | None:
+        ns = self.namespace(namespace)
+        for reads in ns.reads if ns else ():
+            if found := reads.match(rest):
+                return found
+        return None
 
     def namespace(self, name: str) -> Namespace | None:
         return self.namespaces.get(name.lower())
