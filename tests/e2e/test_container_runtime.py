@@ -219,7 +219,7 @@ async def test_missing_executable_is_runc_error(rt: ContainerRuntime, layer: str
 async def test_security_defaults(rt: ContainerRuntime, layer: str, state_dir: Path) -> None:
     script = ("grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status; echo nofile=$(ulimit -n); "
               "echo masked=$(cat /proc/timer_list /proc/keys | wc -c); "
-              "echo 1 > /proc/sys/vm/overcommit_memory && echo sys-writable; "
+              "echo 1 2>/dev/null > /proc/sys/vm/overcommit_memory && echo sys-writable; "
               "touch /sys/x 2>/dev/null || echo sys-ro; ls /dev; ip -o link | wc -l")
     s = spec(layer, state_dir, "sec", "sh", "-c", script)
     try:
@@ -356,7 +356,7 @@ async def test_exec_with_and_without_tty(rt: ContainerRuntime, layer: str, state
                              env=("EXTRA=1",))
         os.write(proc.fd, b"hello\n")
         out = (await read_until_eof(proc.fd)).decode()
-        assert out == "got hello\noops\n"
+        assert sorted(out.splitlines()) == ["got hello", "oops"]  # stdout and stderr: no order between them
         assert await asyncio.wait_for(proc.wait(), 10) == 4
         proc.close()
 

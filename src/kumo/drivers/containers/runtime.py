@@ -36,6 +36,7 @@ AZURE_DNS = "168.63.129.16"
 _SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _MAX_SHARES = 262144
+LOG_SIZE_MAX = 16 << 20  # bytes of a container's log before conmon truncates it: no disk fills up
 
 
 def _which(tool: str) -> str | None:
@@ -240,6 +241,9 @@ class ContainerRuntime:
         container's init when its conmon is gone."""
         while True:
             st = await self.status(cid)
+            if st.state == "stopped" and (supervisor := await asyncio.to_thread(self._conmon_pid, cid)):
+                # conmon exits once it has written all of the container's output to the log
+                await _wait_pid(supervisor, timeout=2.0)
             if st.state in ("stopped", "absent"):
                 return st
             pid = await asyncio.to_thread(self._conmon_pid, cid) or st.pid
@@ -352,7 +356,8 @@ class ContainerRuntime:
         argv = [self.conmon, "--api-version", "1", "-c", cid, "-u", cid, "-n", cid, "-r", self.runc,
                 "-b", str(bundle), "-p", str(bundle / "pid"), "-P", str(bundle / "conmon.pid"),
                 "--exit-dir", str(self.root / "exits"), "--persist-dir", str(bundle / "persist"),
-                "-l", f"k8s-file:{log_path}", "--socket-dir-path", str(self.root / "sockets"),
+                "-l", f"k8s-file:{log_path}", "--log-size-max", str(LOG_SIZE_MAX),
+                "--socket-dir-path", str(self.root / "sockets"),
                 "--runtime-arg", f"--root={self.root / 'runc'}"]
         env = {"PATH": os.environ.get("PATH", _SBIN_PATH), "_OCI_SYNCPIPE": str(write_fd)}
         # conmon's own messages go to a file, never a pipe: the daemonized conmon keeps it open.
