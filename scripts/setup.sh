@@ -15,7 +15,8 @@ DEB_PACKAGES=(ca-certificates curl iproute2 nftables procps python3 python3-venv
   docker-registry skopeo apache2-utils  # the image-pull tests: a real registry, pushes, htpasswd
   busybox-static nginx-light python3.11 mmdebstrap gpg runc umoci  # `kumo catalog build` and its tests
   conmon git  # container groups: conmon supervises each container, git clones gitRepo volumes
-  podman)  # the container registry tests push and pull with podman too
+  podman  # the container registry tests push and pull with podman too
+  qemu-system-x86 kmod cpio dropbear-bin qemu-guest-agent openssh-client)  # VMs and `kumo vm-images build`
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
   for p in "${DEB_PACKAGES[@]}"; do
@@ -73,5 +74,12 @@ if [ "$(id -u)" = 0 ]; then
   .venv/bin/kumo catalog build || say "WARNING: the image catalog is incomplete (see above); retry: .venv/bin/kumo catalog build"
 else
   say "skipping the image catalog (mmdebstrap needs root): run 'sudo .venv/bin/kumo catalog build'"
+fi
+# 5. The VM images (kumo tiny: Debian's cloud kernel + a busybox initramfs with dropbear and qemu-ga, in
+#    $KUMO_VM_IMAGES_DIR or /var/cache/kumo/vm-images): a few seconds the first time, ~1 s when up to date.
+if [ "$(id -u)" = 0 ]; then
+  .venv/bin/kumo vm-images build || say "WARNING: no VM images (see above); retry: .venv/bin/kumo vm-images build"
+else
+  say "skipping the VM images (apt-get download and the guest files want root): run 'sudo .venv/bin/kumo vm-images build'"
 fi
 say "ready: .venv/bin/kumo (az $AZ_VERSION at .venv-az/bin/az)"

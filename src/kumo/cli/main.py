@@ -300,6 +300,26 @@ def catalog_build(out: Path | None, force: bool, only: tuple[str, ...]) -> None:
         sys.exit(1)
 
 
+@cli.group("vm-images")
+def vm_images() -> None:
+    """VM images for the marketplace (kumo tiny: the Debian cloud kernel and a busybox initramfs)."""
+
+
+@vm_images.command("build")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Images directory (default: $KUMO_VM_IMAGES_DIR, /var/cache/kumo/vm-images as root, "
+                   "else ~/.cache/kumo/vm-images).")
+@click.option("--force", is_flag=True, help="Rebuild even when the recipe is unchanged.")
+def vm_images_build(out: Path | None, force: bool) -> None:
+    """Build the VM images into the marketplace directory, or say they are up to date."""
+    from kumo.images import vm
+
+    try:
+        vm.build(out, force=force, say=click.echo)
+    except vm.BuildError as e:
+        raise click.ClickException(str(e)) from e
+
+
 @cli.group()
 def images() -> None:
     """Container images in kumo's image store (what container groups start from)."""

@@ -1,0 +1,596 @@
+"""Virtual machines on this host: one `qemu-system-x86_64` process per VM, direct kernel boot.
+
+QEMU runs in its own session with its stdio in files, so it outlives kumo; everything kumo needs to know
+about a VM is in its state dir `<root>/<id>/` (spec.json, qemu.pid, the QMP and guest-agent sockets, the
+serial log), so a restarted kumo re-adopts running VMs by id, and every method is idempotent.
+
+* QMP (the `qemu.qmp` library) is used with one short connection per operation: the monitor serves one
+  client at a time, and short connections let any process (a second driver, a restarted kumo, a human with
+  `qmp-shell`) talk to it between operations. A per-VM lock serialises this process's operations.
+* The guest agent (QGA) gets one persistent connection per VM (its chardev serves one client, and a
+  reconnect right after a close can stall), resynchronised with `guest-sync-delimited` when opened and
+  after any error. qemu.qmp is not used for it: QGA sends no greeting and needs the 0xFF resync.
+* Accelerator: `accelerator()` boots a canary VM with KVM (`-cpu host`) and falls back to TCG when it
+  does not reach the readiness marker in time; the answer is cached in `<root>/accel.json`. On PVM hosts
+  (kvm_pvm, no vmx/svm) stock kernels cannot run under KVM at all (QEMU aborts at once), so TCG it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from qemu.qmp import QMPClient
+from qemu.qmp.error import QMPError
+
+from kumo.drivers.vms.spec import ABSENT, AgentError, VmFailure, VmPaths, VmSpec, VmStatus
+
+log = logging.getLogger("kumo.vms")
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SOCKET_PATH_MAX = 107  # sun_path
+QGA_PORT = "org.qemu.guest_agent.0"
+READY_MARKER = "KUMO-VM-READY"  # what kumo's images print when booted (kumo.images.vm)
+CANARY_TIMEOUT = 15.0
+QMP_TIMEOUT = 5.0
+
+Accel = Literal["kvm", "tcg"]
+
+
+def _which(tool: str) -> str | None:
+    return shutil.which(tool, path=os.environ.get("PATH", "") + ":" + _SBIN_PATH)
+
+
+def _proc_state(pid: int) -> str | None:
+    """The process's state letter (R, S, Z, …), None when there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[0]
+
+
+def _host_tsc_khz() -> int | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("cpu MHz"):
+                    return int(float(line.split(":")[1]) * 1000)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+async def _wait_pid(pid: int, timeout: float | None = None) -> bool:
+    """Wait until process `pid` has exited (any process, not only children); False on timeout."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    loop.add_reader(fd, lambda: done.done() or done.set_result(None))
+    try:
+        await asyncio.wait_for(done, timeout)
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+def _opt(value: str) -> str:
+    """A value inside a QEMU -option list: commas are doubled."""
+    return value.replace(",", ",,")
+
+
+class _Agent:
+    """One connection to a VM's guest-agent socket. Callers hold `lock` around each exchange."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock = asyncio.Lock()
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._synced = False
+        self._next_id = int(time.time() * 1000) % 1_000_000_000
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(Exception):
+                await self._writer.wait_closed()
+        self._reader = self._writer = None
+        self._synced = False
+
+    async def _sync(self, timeout: float) -> None:
+        """guest-sync-delimited: the agent answers 0xFF + {"return": id}; whatever precedes it (stale
+        replies, the parse error the 0xFF itself provokes) is dropped."""
+        if self._writer is None:
+            try:
+                self._reader, self._writer = await asyncio.wait_for(
+                    asyncio.open_unix_connection(str(self.path), limit=64 << 20), timeout)
+            except (OSError, TimeoutError) as e:
+                raise AgentError(f"cannot connect to the guest agent socket {self.path}: {e}") from e
+        assert self._reader is not None
+        self._next_id += 1
+        sync_id = self._next_id
+        msg = {"execute": "guest-sync-delimited", "arguments": {"id": sync_id}}
+        self._writer.write(b"\xff" + json.dumps(msg).encode() + b"\n")
+        await self._writer.drain()
+        async with asyncio.timeout(timeout):
+            while True:
+                await self._reader.readuntil(b"\xff")
+                line = await self._reader.readline()
+                try:
+                    if json.loads(line).get("return") == sync_id:
+                        break
+                except ValueError:
+                    continue
+        self._synced = True
+
+    async def call(self, command: str, arguments: dict[str, Any] | None, timeout: float) -> Any:
+        try:
+            if not self._synced:
+                await self._sync(timeout)
+            assert self._reader is not None and self._writer is not None
+            msg: dict[str, Any] = {"execute": command}
+            if arguments is not None:
+                msg["arguments"] = arguments
+            self._writer.write(json.dumps(msg).encode() + b"\n")
+            await self._writer.drain()
+            async with asyncio.timeout(timeout):
+                while True:
+                    line = (await self._reader.readline()).strip(b"\xff \r\n")
+                    if not line:
+                        if self._reader.at_eof():
+                            raise AgentError("the guest agent connection closed")
+                        continue
+                    try:
+                        reply = json.loads(line)
+                    except ValueError:
+                        continue
+                    break
+        except TimeoutError:
+            await self.close()  # the reply may still come: start over with a fresh sync
+            raise AgentError(f"guest agent: no answer to {command} within {timeout:.0f}s") from None
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as e:
+            await self.close()
+            raise AgentError(f"guest agent connection failed during {command}: {e}") from e
+        if "error" in reply:
+            err = reply["error"]
+            raise AgentError(f"guest agent: {command}: {err.get('class')}: {err.get('desc')}")
+        return reply.get("return")
+
+
+class QemuDriver:
+    def __init__(self, root: Path | str, prefix: str, *, canary: tuple[Path | str, Path | str] | None = None) -> None:
+        """`root`: where the VMs' state dirs live (kept short: socket paths must fit 107 bytes);
+        `prefix`: every VM id starts with it; `canary`: (kernel, initrd) of an image that prints
+        `KUMO-VM-READY` (kumo tiny), booted once by accelerator() to see whether KVM works."""
+        if not _NAME.match(prefix) or len(prefix) > 20:
+            raise ValueError(f"bad VM prefix {prefix!r}")
+        self.root, self.prefix = Path(root).absolute(), prefix
+        if "," in str(self.root):
+            raise ValueError(f"VM root {self.root} must not contain ','")
+        self.canary = (Path(canary[0]), Path(canary[1])) if canary else None
+        self.qemu = _which("qemu-system-x86_64") or "/usr/bin/qemu-system-x86_64"
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._agents: dict[str, _Agent] = {}
+        self._accel: Accel | None = None
+        self._children: dict[int, asyncio.subprocess.Process] = {}
+
+    # ---- paths and helpers --------------------------------------------------------------------------
+
+    def paths(self, vid: str) -> VmPaths:
+        d = self.root / vid
+        return VmPaths(state_dir=d, qmp=d / "qmp.sock", qga=d / "qga.sock", serial=d / "serial.log",
+                       pidfile=d / "qemu.pid", stderr=d / "qemu.log", spec=d / "spec.json", argv=d / "argv.json")
+
+    def _lock(self, vid: str) -> asyncio.Lock:
+        return self._locks.setdefault(vid, asyncio.Lock())
+
+    def _check_id(self, vid: str) -> None:
+        if not vid.startswith(self.prefix) or not _NAME.match(vid):
+            raise ValueError(f"VM id {vid!r} must start with {self.prefix!r} and be [A-Za-z0-9_.-]")
+        if len(str(self.paths(vid).qmp)) > SOCKET_PATH_MAX:
+            raise ValueError(f"VM state dir {self.root / vid} is too long for its sockets (max 107 bytes)")
+
+    def _pid(self, vid: str) -> int | None:
+        """QEMU's pid from the pidfile if that process lives and is QEMU for this VM (pids get reused)."""
+        p = self.paths(vid)
+        try:
+            pid = int(p.pidfile.read_text())
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return None
+        if _proc_state(pid) in (None, "Z", "X") or str(p.qmp).encode() not in b" ".join(argv):
+            return None
+        return pid
+
+    async def probe(self) -> str | None:
+        """None when VMs can run here, else what to install or fix. Also settles the accelerator."""
+        if not Path(self.qemu).is_file():
+            return "apt-get install qemu-system-x86"
+        await self.accelerator()
+        return None
+
+    # ---- accelerator --------------------------------------------------------------------------------
+
+    def _accel_key(self) -> dict[str, Any]:
+        flags = ""
+        with contextlib.suppress(OSError):
+            m = re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
+            flags = " ".join(sorted(f for f in (m.group(1).split() if m else []) if f in ("vmx", "svm")))
+        version = subprocess.run([self.qemu, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+        return {"qemu": version, "host_kernel": os.uname().release, "virt_flags": flags,
+                "pvm": Path("/sys/module/kvm_pvm").exists(),
+                "canary": [str(p) for p in self.canary] if self.canary else None}
+
+    async def accelerator(self, *, refresh: bool = False) -> Accel:
+        """`kvm` when a canary VM really boots under KVM here, else `tcg`; cached in <root>/accel.json."""
+        if self._accel and not refresh:
+            return self._accel
+        cache = self.root / "accel.json"
+        key = await asyncio.to_thread(self._accel_key)
+        if not refresh:
+            with contextlib.suppress(OSError, ValueError):
+                doc = json.loads(await asyncio.to_thread(cache.read_text))
+                if doc.get("key") == key and doc.get("accel") in ("kvm", "tcg"):
+                    self._accel = doc["accel"]
+                    return doc["accel"]
+        accel, why = await self._canary(key)
+        log.info("VM accelerator: %s (%s)", accel, why)
+        await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(cache.write_text, json.dumps({"key": key, "accel": accel, "why": why}, indent=1))
+        self._accel = accel
+        return accel
+
+    async def _canary(self, key: dict[str, Any]) -> tuple[Accel, str]:
+        if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+            return "tcg", "no usable /dev/kvm"
+        if key["pvm"] and not key["virt_flags"]:  # measured: QEMU aborts or the guest hangs (facts §1)
+            return "tcg", "/dev/kvm is PVM (kvm_pvm, no vmx/svm): stock guest kernels cannot run under it"
+        if self.canary is None:
+            if key["virt_flags"]:
+                return "kvm", f"{key['virt_flags']} present (no canary image to verify)"
+            return "tcg", "no vmx/svm flags and no canary image to try KVM with"
+        vid = f"{self.prefix}canary"
+        spec = VmSpec(id=vid, kernel=str(self.canary[0]), initrd=str(self.canary[1]),
+                      append="console=ttyS0 panic=-1 quiet", accel="kvm", memory_mib=128)
+        t0 = time.monotonic()
+        try:
+            await self.start(spec)
+            await self.wait_serial(vid, READY_MARKER, CANARY_TIMEOUT)
+            return "kvm", f"canary booted under KVM in {time.monotonic() - t0:.1f}s"
+        except (VmFailure, TimeoutError) as e:
+            return "tcg", f"canary failed under KVM: {str(e)[:300]}"
+        finally:
+            await self.remove(vid)
+
+    # ---- QMP ----------------------------------------------------------------------------------------
+
+    async def _qmp(self, vid: str, command: str, arguments: dict[str, Any] | None = None,
+                   timeout: float = QMP_TIMEOUT) -> Any:
+        """One QMP command on a connection of its own (QMP serves one client at a time)."""
+        qmp = QMPClient(vid)
+        try:
+            async with asyncio.timeout(timeout):
+                await qmp.connect(str(self.paths(vid).qmp))
+                return await qmp.execute(command, arguments)
+        finally:
+            with contextlib.suppress(Exception):
+                await qmp.disconnect()
+
+    # ---- state --------------------------------------------------------------------------------------
+
+    async def status(self, vid: str) -> VmStatus:
+        """What the host says about `vid`, also for VMs started by an earlier process (or driver)."""
+        p = self.paths(vid)
+        if not await asyncio.to_thread(p.state_dir.is_dir):
+            return ABSENT
+        pid = await asyncio.to_thread(self._pid, vid)
+        if pid is None:
+            return VmStatus("stopped")
+        async with self._lock(vid):
+            try:
+                st = await self._qmp(vid, "query-status")
+            except (QMPError, OSError, TimeoutError) as e:
+                if await asyncio.to_thread(self._pid, vid) is None:
+                    return VmStatus("stopped")
+                log.debug("%s: QMP query-status failed: %s", vid, e)
+                return VmStatus("unresponsive", pid=pid)
+        qs = str(st.get("status"))
+        state = "running" if qs == "running" else "shutdown" if qs in ("shutdown", "guest-panicked") else "paused"
+        return VmStatus(state, pid=pid, qmp_status=qs)  # type: ignore[arg-type]
+
+    async def list_ids(self) -> list[str]:
+        """Every VM of this prefix with a state dir (for orphan cleanup)."""
+        def ls() -> list[str]:
+            if not self.root.is_dir():
+                return []
+            return sorted(e.name for e in os.scandir(self.root) if e.is_dir() and e.name.startswith(self.prefix))
+        return await asyncio.to_thread(ls)
+
+    async def serial_log(self, vid: str, max_bytes: int | None = None) -> str:
+        """The serial console so far ("" when none); with max_bytes, its tail."""
+        def read() -> str:
+            try:
+                with open(self.paths(vid).serial, "rb") as f:
+                    if max_bytes is not None:
+                        f.seek(max(0, os.fstat(f.fileno()).st_size - max_bytes))
+                    return f.read().decode(errors="replace")
+            except OSError:
+                return ""
+        return await asyncio.to_thread(read)
+
+    async def wait_serial(self, vid: str, text: str, timeout: float) -> float:
+        """Wait until `text` is in the serial log; returns the seconds waited. TimeoutError after
+        `timeout`, VmFailure at once when QEMU has exited."""
+        t0 = time.monotonic()
+        path = self.paths(vid).serial
+        needle = text.encode()
+
+        def found() -> bool:
+            try:
+                return needle in path.read_bytes()
+            except OSError:
+                return False
+        while True:
+            if await asyncio.to_thread(found):
+                return time.monotonic() - t0
+            if await asyncio.to_thread(self._pid, vid) is None:
+                tail = await self._stderr_tail(vid)
+                raise VmFailure(f"{vid}: QEMU exited before {text!r} appeared on the serial console"
+                                + (f": {tail}" if tail else ""))
+            if time.monotonic() - t0 > timeout:
+                raise TimeoutError(f"{vid}: {text!r} not on the serial console after {timeout:.0f}s")
+            await asyncio.sleep(0.05)
+
+    async def _stderr_tail(self, vid: str) -> str:
+        def read() -> str:
+            try:
+                return self.paths(vid).stderr.read_text(errors="replace")[-800:].strip()
+            except OSError:
+                return ""
+        return await asyncio.to_thread(read)
+
+    # ---- start --------------------------------------------------------------------------------------
+
+    def argv(self, spec: VmSpec, accel: Accel) -> list[str]:
+        """The QEMU command line for `spec` (without the `nsenter` for its netns)."""
+        p = self.paths(spec.id)
+        pci = spec.machine == "q35"
+        dev = (lambda kind: f"{kind}-pci") if pci else (lambda kind: f"{kind}-device")
+        append = spec.append
+        if accel == "tcg" and spec.machine == "microvm" and "tsc_early_khz=" not in append:
+            khz = _host_tsc_khz()
+            if khz:  # microvm under TCG cannot calibrate the TSC without it (it hangs 3 boots in 4)
+                append = f"{append} tsc_early_khz={khz}".strip()
+        args = [self.qemu, "-name", f"guest={spec.id},debug-threads=on", "-nodefaults", "-no-user-config",
+                "-display", "none", "-machine", spec.machine,
+                "-accel", f"tcg,tb-size={spec.tb_size_mib}" if accel == "tcg" else "kvm",
+                "-cpu", "max" if accel == "tcg" else "host",
+                "-smp", str(spec.vcpus), "-m", f"{spec.memory_mib}M",
+                "-kernel", spec.kernel, "-append", append,
+                "-chardev", f"file,id=serial0,path={_opt(str(p.serial))}", "-serial", "chardev:serial0",
+                "-qmp", f"unix:{_opt(str(p.qmp))},server=on,wait=off",
+                "-device", f"{dev('virtio-serial')},id=vser0",
+                "-chardev", f"socket,id=qga0,path={_opt(str(p.qga))},server=on,wait=off",
+                "-device", f"virtserialport,bus=vser0.0,chardev=qga0,name={QGA_PORT}",
+                "-device", dev("virtio-rng")]
+        if spec.initrd:
+            args += ["-initrd", spec.initrd]
+        for i, d in enumerate(spec.disks):
+            args += ["-drive", f"file={_opt(d.path)},if=none,id=disk{i},format={d.format}"
+                               f",readonly={'on' if d.readonly else 'off'}",
+                     "-device", f"{dev('virtio-blk')},drive=disk{i}"]
+        for i, n in enumerate(spec.nics):
+            if n.tap:
+                netdev = f"tap,id=net{i},ifname={n.tap},script=no,downscript=no"
+            else:
+                netdev = f"user,id=net{i}" + "".join(
+                    f",hostfwd={f.protocol}:{f.host_addr}:{f.host_port}-:{f.guest_port}" for f in n.forwards)
+            args += ["-netdev", netdev, "-device", f"{dev('virtio-net')},netdev=net{i},mac={n.mac}"]
+        for name, path in spec.fw_cfg:
+            args += ["-fw_cfg", f"name={_opt(name)},file={_opt(path)}"]
+        return args
+
+    def _validate(self, spec: VmSpec) -> None:
+        self._check_id(spec.id)
+        if spec.vcpus < 1 or spec.memory_mib < 64:
+            raise ValueError(f"{spec.id}: needs at least 1 vCPU and 64 MiB")
+        for n in spec.nics:
+            if not _MAC.match(n.mac):
+                raise ValueError(f"{spec.id}: bad MAC {n.mac!r} (lower-case aa:bb:cc:dd:ee:ff)")
+            if n.tap is not None and (not _NAME.match(n.tap) or len(n.tap) > 15):
+                raise ValueError(f"{spec.id}: bad tap name {n.tap!r}")
+        for path in (spec.kernel, spec.initrd, *(d.path for d in spec.disks), *(f for _n, f in spec.fw_cfg)):
+            if path and not os.path.isfile(path):
+                raise VmFailure(f"{spec.id}: {path} does not exist")
+        if spec.netns and not os.path.exists(f"/run/netns/{spec.netns}"):
+            raise VmFailure(f"{spec.id}: network namespace {spec.netns} does not exist")
+
+    async def start(self, spec: VmSpec) -> VmStatus:
+        """Start QEMU for `spec`; returns once its QMP monitor answers (the guest is booting). A VM
+        already running is returned as is; a stopped one is started again (its serial log restarts)."""
+        await asyncio.to_thread(self._validate, spec)
+        accel = spec.accel or await self.accelerator()
+        async with self._lock(spec.id):
+            p = self.paths(spec.id)
+            pid = await asyncio.to_thread(self._pid, spec.id)
+            if pid is not None:
+                return VmStatus("running", pid=pid)
+            await self._close_agent(spec.id)
+            argv = self.argv(spec, accel)
+            full = (["nsenter", f"--net=/run/netns/{spec.netns}", "--"] if spec.netns else []) + argv
+
+            def prepare() -> None:
+                p.state_dir.mkdir(parents=True, exist_ok=True)
+                for stale in (p.qmp, p.qga, p.pidfile, p.serial):
+                    stale.unlink(missing_ok=True)
+                p.spec.write_text(json.dumps(dataclasses.asdict(spec), indent=1))
+                p.argv.write_text(json.dumps(full))
+            await asyncio.to_thread(prepare)
+            # stdio to a file, never a pipe: QEMU outlives us. Its own session: no signals from our tty.
+            with open(p.stderr, "ab") as out:
+                proc = await asyncio.create_subprocess_exec(
+                    *full, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, cwd=p.state_dir,
+                    start_new_session=True)
+            self._children[proc.pid] = proc  # asyncio reaps it when it exits while we run
+            await asyncio.to_thread(p.pidfile.write_text, f"{proc.pid}\n")
+            try:
+                async with asyncio.timeout(30):
+                    while not await asyncio.to_thread(p.qmp.exists):
+                        if proc.returncode is not None:
+                            break
+                        await asyncio.sleep(0.02)
+            except TimeoutError:
+                pass
+            if proc.returncode is not None or not p.qmp.exists():
+                if proc.returncode is None:
+                    await self._signal(proc.pid, signal.SIGKILL)
+                await proc.wait()
+                tail = await self._stderr_tail(spec.id)
+                raise VmFailure(f"{spec.id}: QEMU exited ({proc.returncode}) at start: {tail}")
+            return VmStatus("running", pid=proc.pid)
+
+    # ---- stop and remove ----------------------------------------------------------------------------
+
+    async def _signal(self, pid: int, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+    async def powerdown(self, vid: str, timeout: float = 30) -> str:
+        """ACPI power button; if QEMU has not exited within `timeout`, QMP `quit`; then SIGKILL.
+        Returns how it ended: "acpi", "quit", "kill", or "not running"."""
+        pid = await asyncio.to_thread(self._pid, vid)
+        if pid is None:
+            return "not running"
+        await self._close_agent(vid)
+        async with self._lock(vid):
+            with contextlib.suppress(QMPError, OSError, TimeoutError):
+                await self._qmp(vid, "system_powerdown")
+            if await _wait_pid(pid, timeout):
+                return "acpi"
+            with contextlib.suppress(QMPError, OSError, TimeoutError):
+                await self._qmp(vid, "quit")
+            if await _wait_pid(pid, 5):
+                return "quit"
+            await self._signal(pid, signal.SIGKILL)
+            await _wait_pid(pid, 10)
+            return "kill"
+
+    async def kill(self, vid: str) -> None:
+        """SIGKILL QEMU (the guest gets no warning); returns once it is gone."""
+        await self._close_agent(vid)
+        pid = await asyncio.to_thread(self._pid, vid)
+        if pid is None:
+            return
+        await self._signal(pid, signal.SIGKILL)
+        if not await _wait_pid(pid, 10):
+            raise VmFailure(f"{vid}: QEMU (pid {pid}) survived SIGKILL")
+        child = self._children.pop(pid, None)
+        if child is not None:
+            await child.wait()
+
+    async def remove(self, vid: str) -> None:
+        """Kill QEMU if it runs and delete the VM's state dir (sockets, logs, spec). Idempotent."""
+        self._check_id(vid)
+        await self.kill(vid)
+        async with self._lock(vid):
+            d = self.paths(vid).state_dir
+            await asyncio.to_thread(shutil.rmtree, d, True)
+            if await asyncio.to_thread(d.exists):
+                raise VmFailure(f"{vid}: could not remove {d}")
+        self._locks.pop(vid, None)
+
+    async def close(self) -> None:
+        """Drop this driver's guest-agent connections (the VMs keep running)."""
+        for vid in list(self._agents):
+            await self._close_agent(vid)
+
+    # ---- guest agent --------------------------------------------------------------------------------
+
+    async def _close_agent(self, vid: str) -> None:
+        agent = self._agents.pop(vid, None)
+        if agent is not None:
+            async with agent.lock:
+                await agent.close()
+
+    def _agent(self, vid: str) -> _Agent:
+        agent = self._agents.get(vid)
+        if agent is None:
+            agent = self._agents[vid] = _Agent(self.paths(vid).qga)
+        return agent
+
+    async def agent_call(self, vid: str, command: str, arguments: dict[str, Any] | None = None,
+                         timeout: float = 10) -> Any:
+        """One guest-agent command's "return" value; AgentError when the agent fails or is silent."""
+        if await asyncio.to_thread(self._pid, vid) is None:
+            raise VmFailure(f"{vid}: VM is not running")
+        agent = self._agent(vid)
+        async with agent.lock:
+            return await agent.call(command, arguments, timeout)
+
+    async def agent_ping(self, vid: str, timeout: float = 5) -> bool:
+        """True when the guest agent answers guest-ping within `timeout` seconds."""
+        try:
+            await self.agent_call(vid, "guest-ping", None, timeout)
+            return True
+        except AgentError:
+            return False
+
+    async def wait_agent(self, vid: str, timeout: float) -> float:
+        """Wait until the guest agent answers; returns the seconds waited (TimeoutError after `timeout`)."""
+        t0 = time.monotonic()
+        while not await self.agent_ping(vid, timeout=min(2.0, max(0.5, timeout - (time.monotonic() - t0)))):
+            if time.monotonic() - t0 > timeout:
+                raise TimeoutError(f"{vid}: the guest agent did not answer within {timeout:.0f}s")
+            await asyncio.sleep(0.2)
+        return time.monotonic() - t0
+
+    async def agent_exec(self, vid: str, argv: list[str] | tuple[str, ...], input: bytes | str | None = None,
+                         timeout: float = 30) -> tuple[int, bytes, bytes]:
+        """Run `argv` in the guest through the agent (guest-exec, then guest-exec-status until it
+        exits): (exit code, stdout, stderr); killed by a signal gives 128+signal. TimeoutError (after
+        killing it in the guest) when it runs longer than `timeout` seconds."""
+        if not argv:
+            raise ValueError("agent_exec needs a command")
+        args: dict[str, Any] = {"path": argv[0], "arg": list(argv[1:]), "capture-output": True}
+        if input is not None:
+            data = input.encode() if isinstance(input, str) else input
+            args["input-data"] = base64.b64encode(data).decode()
+        started = await self.agent_call(vid, "guest-exec", args)
+        gpid = started["pid"]
+        t0 = time.monotonic()
+        delay = 0.02
+        while True:
+            st = await self.agent_call(vid, "guest-exec-status", {"pid": gpid})
+            if st.get("exited"):
+                break
+            if time.monotonic() - t0 > timeout:
+                with contextlib.suppress(AgentError):
+                    await self.agent_call(vid, "guest-exec", {"path": "kill", "arg": ["-9", str(gpid)]})
+                raise TimeoutError(f"{vid}: {' '.join(argv)[:100]} ran longer than {timeout}s in the guest")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.25)
+        code = st.get("exitcode")
+        if code is None:
+            code = 128 + int(st.get("signal", 0))
+        return (int(code), base64.b64decode(st.get("out-data", "")), base64.b64decode(st.get("err-data", "")))
