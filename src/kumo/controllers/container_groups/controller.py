@@ -104,6 +104,7 @@ class ContainerController:
         self.sessions = Sessions(self)
         self._locks: dict[str, asyncio.Lock] = {}
         self._images: ImageStore | None = None
+        self._background: set[asyncio.Future[None]] = set()
         network.instance_sources.append(self._instances)
 
     # -- start: a runtime named after the network site, then re-adopt or clean up ---------------------
@@ -139,7 +140,9 @@ class ContainerController:
         for group in groups:
             if group.provisioning_state == "Deleting" or (group.body.get("kumo") or {}).get("stopped"):
                 continue
-            asyncio.ensure_future(self._readopt(group))
+            task = asyncio.ensure_future(self._readopt(group))
+            self._background.add(task)  # held until done: the loop keeps only weak references to tasks
+            task.add_done_callback(self._background.discard)
 
     async def _readopt(self, group: Resource) -> None:
         try:

@@ -184,6 +184,7 @@ class GroupRunner:
 
     # -- probes ------------------------------------------------------------------------------------
     def _start_probes(self, c: "PlannedContainer") -> None:
+        self._probes = [p for p in self._probes if not p.done()]  # a restarted container's old probes ended
         for kind in ("livenessProbe", "readinessProbe"):
             if c.probes.get(kind):
                 self._probes.append(asyncio.ensure_future(self._probe_loop(c, kind, c.probes[kind])))
