@@ -37,7 +37,7 @@ class GroupRunner:
     started: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     stopping: bool = False
     task: asyncio.Task[None] | None = None
-    _probes: list[asyncio.Task[None]] = field(default_factory=list)
+    _probes: dict[str, list[asyncio.Future[None]]] = field(default_factory=dict)  # container -> its probes
 
     @property
     def key(self) -> str:
@@ -84,8 +84,7 @@ class GroupRunner:
                 self.started.set_exception(ArmError(500, "ContainerGroupFailed", f"kumo could not run the container "
                                                     f"group: {e}"))
         finally:
-            for p in self._probes:
-                p.cancel()
+            self._stop_probes()
 
     def _settle_started(self) -> None:
         if not self.started.done():
@@ -184,10 +183,16 @@ class GroupRunner:
 
     # -- probes ------------------------------------------------------------------------------------
     def _start_probes(self, c: "PlannedContainer") -> None:
-        self._probes = [p for p in self._probes if not p.done()]  # a restarted container's old probes ended
-        for kind in ("livenessProbe", "readinessProbe"):
-            if c.probes.get(kind):
-                self._probes.append(asyncio.ensure_future(self._probe_loop(c, kind, c.probes[kind])))
+        """Probes for the container's current run (those of an earlier run end here)."""
+        for old in self._probes.pop(c.name, []):
+            old.cancel()
+        self._probes[c.name] = [asyncio.ensure_future(self._probe_loop(c, kind, c.probes[kind]))
+                                for kind in ("livenessProbe", "readinessProbe") if c.probes.get(kind)]
+
+    def _stop_probes(self) -> None:
+        for running in self._probes.values():
+            for p in running:
+                p.cancel()
 
     async def _probe_loop(self, c: "PlannedContainer", kind: str, probe: dict[str, Any]) -> None:
         await asyncio.sleep(probe["initialDelaySeconds"])
@@ -220,8 +225,7 @@ class GroupRunner:
     async def stop(self, grace: float = STOP_GRACE) -> None:
         """Stop supervising and stop every container (SIGTERM, then SIGKILL after `grace` seconds)."""
         self.stopping = True
-        for p in self._probes:
-            p.cancel()
+        self._stop_probes()
         if self.task is not None:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
