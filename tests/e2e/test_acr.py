@@ -272,13 +272,13 @@ def test_catalog_is_public_and_read_only(acr_kumo: KumoServer, clients: Clients)
         assert http.get("/subscriptions", params={"api-version": "2022-12-01"}).status_code == 200
 
 
-def test_sdk_registry_lifecycle(acr_kumo: KumoServer) -> None:
+def test_sdk_registry_lifecycle(acr_kumo: KumoServer, monkeypatch: pytest.MonkeyPatch) -> None:
     from azure.identity import ClientSecretCredential
     from azure.mgmt.containerregistry import ContainerRegistryManagementClient
     from azure.mgmt.containerregistry.models import (Registry, RegistryNameCheckRequest, RegistryUpdateParameters,
                                                      Sku)
 
-    os.environ["REQUESTS_CA_BUNDLE"] = acr_kumo.ca_bundle
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", acr_kumo.ca_bundle)  # this server's CA, for this test only
     ident = acr_kumo.identity
     credential = ClientSecretCredential(ident["tenant_id"], ident["client_id"], ident["client_secret"],
                                         authority=acr_kumo.endpoint, disable_instance_discovery=True)

@@ -45,18 +45,19 @@ def server(images_dir: Path) -> Iterator[KumoServer]:
 
 
 @pytest.fixture(scope="module")
-def compute(server: KumoServer) -> Any:
-    import os
-
+def compute(server: KumoServer) -> Iterator[Any]:
     from azure.identity import ClientSecretCredential
     from azure.mgmt.compute import ComputeManagementClient
 
-    os.environ["REQUESTS_CA_BUNDLE"] = server.ca_bundle
     ident = server.identity
     cred = ClientSecretCredential(ident["tenant_id"], ident["client_id"], ident["client_secret"],
                                   authority=server.endpoint, disable_instance_discovery=True)
-    return ComputeManagementClient(cred, ident["subscription_id"], base_url=server.endpoint,
-                                   credential_scopes=[f"{server.endpoint}/.default"])
+    # this server's CA for the SDK while the module runs; the session's CA again afterwards (its data dir,
+    # and so this bundle, is gone then)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("REQUESTS_CA_BUNDLE", server.ca_bundle)
+        yield ComputeManagementClient(cred, ident["subscription_id"], base_url=server.endpoint,
+                                      credential_scopes=[f"{server.endpoint}/.default"])
 
 
 def az_error(server: KumoServer, *args: str) -> str:
