@@ -42,9 +42,10 @@ def add_event(view: dict[str, Any], name: str, message: str, kind: str = "Normal
 
 
 def set_state(view: dict[str, Any], state: dict[str, Any]) -> None:
-    """A new current state; a terminated or running current state becomes the previous one."""
+    """A new current state. As in ACI (Kubernetes' lastState), the previous state is the last run that
+    ended: a terminated current state moves there when the container starts again."""
     current = view.get("currentState")
-    if current and current.get("state") in ("Running", "Terminated") and state.get("state") != current.get("state"):
+    if current and current.get("state") == "Terminated" and state.get("state") != "Terminated":
         view["previousState"] = current
     view["currentState"] = state
 
