@@ -23,6 +23,7 @@ from kumo.arm.lro import Operations
 from kumo.config import Settings
 from kumo.controllers.container_groups.controller import ContainerController
 from kumo.controllers.network import NetworkController
+from kumo.controllers.virtual_machines.controller import VmController
 from kumo.identity import directory
 from kumo.identity.endpoints import IdentityService
 from kumo.identity.tls import _write_private, ensure_certificates
@@ -30,7 +31,7 @@ from kumo.identity.tokens import TokenSigner
 from kumo.providers import lifecycle
 from kumo.providers.base import ProviderRegistry, TypeInfo
 from kumo.compute.marketplace import ImageCatalog
-from kumo.providers.compute import marketplace, sizes
+from kumo.providers.compute import marketplace, sizes, virtual_machines
 from kumo.providers.container_instance import container_groups
 from kumo.providers.network import (load_balancers, network_interfaces, public_ips, security_groups,
                                     virtual_networks)
@@ -82,7 +83,9 @@ def build_registry(settings: Settings) -> ProviderRegistry:
         registry.add(handler)
     registry.add(container_groups.ContainerGroups(pool, settings.container_group_quota))
     registry.add_reads(sizes.ComputeSizes())
-    registry.add_reads(marketplace.Marketplace(ImageCatalog(settings.vm_images_dir)))
+    catalog = ImageCatalog(settings.vm_images_dir)
+    registry.add_reads(marketplace.Marketplace(catalog))
+    registry.add(virtual_machines.VirtualMachines(catalog))
     return registry
 
 
@@ -106,11 +109,13 @@ async def build_services(settings: Settings, say: Say = lambda _m: None) -> Serv
     services = Services(settings=settings, store=store, operations=operations, providers=build_registry(settings),
                         auth=Authenticator(signer, store, identity.arm_audiences), identity=identity,
                         network=network, containers=ContainerController(
-                            store, paths.root, network, paths.ca_bundle, settings.image_mirrors))
+                            store, paths.root, network, paths.ca_bundle, settings.image_mirrors),
+                        vms=VmController(store, paths.root, network, ImageCatalog(settings.vm_images_dir)))
     operations.services = services
     for handler in container_registry.handlers(RegistryService(settings, store, signer), settings):
         services.providers.add(handler)  # container registries: ARM types with their own data plane
     lifecycle.register_operations(services)
+    operations.register("vm.power", services.vms.power_operation)
     resource_groups.register_operations(services)
     return services
 
@@ -156,6 +161,9 @@ async def serve(settings: Settings, say: Say = print) -> None:
     await services.containers.start()
     if services.containers.unavailable:
         say(f"container groups are unavailable: {services.containers.unavailable}")
+    await services.vms.start()
+    if services.vms.unavailable:
+        say(f"virtual machines are unavailable: {services.vms.unavailable}")
     registries = RegistryService.of(services)
     assert registries is not None
     await registries.start()
@@ -172,7 +180,9 @@ async def serve(settings: Settings, say: Say = print) -> None:
     paths.run_file.write_text(json.dumps({"pid": os.getpid(), "host": settings.host, "port": settings.port,
                                           "endpoint": settings.endpoint, "public_ip_pool": settings.public_ip_pool,
                                           "network_site": network.site, "network_unavailable": network.unavailable,
-                                          "containers_unavailable": services.containers.unavailable}))
+                                          "containers_unavailable": services.containers.unavailable,
+                                          "vms_unavailable": services.vms.unavailable,
+                                          "vm_accelerator": services.vms.accelerator}))
     say(f"kumo is serving Azure Resource Manager at {settings.endpoint} (data in {paths.root})")
     try:
         await server.serve(sockets=[sock])
@@ -180,6 +190,7 @@ async def serve(settings: Settings, say: Say = print) -> None:
         await services.operations.drain()
         await registries.close()
         await services.containers.close()
+        await services.vms.close()
         await services.network.close()
         await services.store.close()
         paths.run_file.unlink(missing_ok=True)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from kumo.arm.lro import Operations
     from kumo.controllers.container_groups.controller import ContainerController
     from kumo.controllers.network import NetworkController
+    from kumo.controllers.virtual_machines.controller import VmController
     from kumo.identity.endpoints import IdentityService
     from kumo.providers.base import ProviderRegistry
 
@@ -38,6 +39,7 @@ class Services:
     identity: "IdentityService"
     network: "NetworkController"
     containers: "ContainerController"
+    vms: "VmController"
 
 
 def _depth(value: Any, limit: int) -> int:

@@ -168,6 +168,8 @@ def status(data_dir: Path | None, as_json: bool) -> None:
                     "unavailable": info.get("network_unavailable")} if info else None,
         "containers": {"unavailable": info.get("containers_unavailable"),
                        "catalog_dir": str(settings.catalog_dir)} if info else None,
+        "vms": {"unavailable": info.get("vms_unavailable"), "accelerator": info.get("vm_accelerator"),
+                "images_dir": str(settings.vm_images_dir)} if info else None,
     }
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -184,6 +186,9 @@ def status(data_dir: Path | None, as_json: bool) -> None:
     if (ctr := report["containers"]) is not None:
         click.echo("  containers    " + (f"unavailable: {ctr['unavailable']}" if ctr["unavailable"] else
                                          f"runc under conmon; image catalog {ctr['catalog_dir']}"))
+    if (vms := report["vms"]) is not None:
+        click.echo("  VMs           " + (f"unavailable: {vms['unavailable']}" if vms["unavailable"] else
+                                         f"QEMU with {str(vms['accelerator']).upper()}; images in {vms['images_dir']}"))
     click.echo("backends:")
     for b in found:
         click.echo(f"  {b.name:<10} {b.found or 'missing: ' + b.install:<40} {b.purpose}")

@@ -388,7 +388,8 @@ class NetworkController:
             for nic in nics.values():
                 for cfg in nic.body["properties"]["ipConfigurations"]:
                     pip_ref = cfg["properties"].get("publicIPAddress")
-                    if pip_ref and (pip := await tx.get_resource(pip_ref["id"].lower())) is not None:
+                    if pip_ref and (pip := await tx.get_resource(pip_ref["id"].lower())) is not None \
+                            and pip.body["properties"].get("ipAddress"):  # a deallocated VM's Dynamic IP has none
                         pips[cfg["properties"]["privateIPAddress"]] = pip
             lbs = {k: lb for k in load_balancing.load_balancer_keys(nics)
                    if (lb := await tx.get_resource(k)) is not None and lb.provisioning_state != "Deleting"}

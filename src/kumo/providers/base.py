@@ -77,6 +77,10 @@ class ResourceType:
     def view(self, resource: Resource) -> dict[str, Any]:
         return resource.body
 
+    # GET with `$expand=…` (a VM's instanceView): the view plus what was asked for
+    def expanded_view(self, resource: Resource, expand: str) -> dict[str, Any]:
+        return self.view(resource)
+
     # 4. host effects, run by the reconcile/delete operations. Idempotent: they may run again
     #    after a crash. Types without host effects keep these no-ops.
     async def realise(self, services: "Services", resource: Resource) -> None:

@@ -145,7 +145,8 @@ async def get(ctx: "RequestContext", rid: ResourceId, handler: ResourceType) -> 
         if resource is None:
             await require_resource_group(tx, rid.subscription, rid.resource_group or "", for_write=False)
             raise not_found(handler.type, "/".join(rid.names), rid.resource_group)
-    return JSONResponse(handler.view(resource))
+    expand = ctx.query("$expand")
+    return JSONResponse(handler.expanded_view(resource, expand) if expand else handler.view(resource))
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

@@ -1,0 +1,1 @@
+"""Virtual machines on this host: see controller.py."""

@@ -1,0 +1,202 @@
+"""Microsoft.Compute/virtualMachines: a QEMU guest booted from an image of kumo's marketplace, on a
+tap of its primary NIC (see controllers/virtual_machines). PUT answers at once and the operation ends
+when the guest is up and its agent answers; the power actions (start, powerOff, restart, deallocate)
+are long-running operations (202 + Azure-AsyncOperation + Location), as Azure answers them.
+
+The instance view lives in the stored body's internal `kumo` member (written by the controller) and is
+shown under `properties.instanceView` with `$expand=instanceView`, and at `…/instanceView`."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from starlette.responses import JSONResponse, Response
+
+from kumo.arm.errors import ArmError, bad_request
+from kumo.arm.ids import ResourceId
+from kumo.compute import sizes
+from kumo.compute.marketplace import ImageCatalog
+from kumo.providers.base import ResourceType
+from kumo.providers.compute import API_VERSIONS, NAMESPACE, vm_schema
+from kumo.providers.compute.vm_schema import INTERNAL
+from kumo.providers.network.common import set_backref
+from kumo.store import Resource, Tx
+
+if TYPE_CHECKING:
+    from kumo.arm.context import RequestContext, Services
+
+TYPE_KEY = "microsoft.compute/virtualmachines"
+# Azure's VM name rule for Linux: 1-64 characters, no leading '.' or '-', no trailing '.' or '-'.
+VM_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}[A-Za-z0-9_]$|^[A-Za-z0-9]$")
+
+
+def internal(resource: Resource) -> dict[str, Any]:
+    return resource.body.setdefault(INTERNAL, {})
+
+
+def _nic_ids(body: dict[str, Any] | None) -> set[str]:
+    if not body:
+        return set()
+    nics = ((body.get("properties") or {}).get("networkProfile") or {}).get("networkInterfaces") or []
+    return {n["id"].lower() for n in nics}
+
+
+class VirtualMachines(ResourceType):
+    # 1. the ARM type
+    namespace = NAMESPACE
+    type_path = ("virtualMachines",)
+    api_versions = API_VERSIONS
+    name_pattern = VM_NAME
+    name_rule = ("Linux VM names are 1-64 letters, digits, '_', '.' and '-', and may not start with '.' or '-' "
+                 "nor end with '.' or '-'.")
+
+    def __init__(self, catalog: ImageCatalog) -> None:
+        self.catalog = catalog
+
+    # 2. normalise + validate
+    def normalise(self, rid: ResourceId, body: dict[str, Any], existing: Resource | None) -> dict[str, Any]:
+        previous = (existing.body.get("properties") or {}) if existing else None
+        old_internal = (existing.body.get(INTERNAL) or {}) if existing else {}
+        return vm_schema.normalise(rid.name, body, previous, old_internal)
+
+    async def validate(self, services: "Services", rid: ResourceId, body: dict[str, Any]) -> None:
+        props = body["properties"]
+        image = props["storageProfile"]["imageReference"]
+        found = self.catalog.find(image["publisher"], image["offer"], image["sku"], image["version"])
+        urn = f"{image['publisher']}:{image['offer']}:{image['sku']}:{image['version']}"
+        if found is None:
+            raise ArmError(404, "PlatformImageNotFound", f"The platform image '{urn}' is not available. Verify that "
+                           f"all fields in the storage profile are correct. {self.catalog.describe()}",
+                           target="imageReference")
+        if found.os.lower() != "linux":
+            raise vm_schema.unsupported("storageProfile.imageReference", f"{found.os} images")
+        if not (found.file("kernel") and found.file("initrd")):
+            raise vm_schema.unsupported("storageProfile.imageReference",
+                                        f"booting '{found.urn}' (only images with a kernel and initrd, such as Tiny)")
+        linux = props["osProfile"].get("linuxConfiguration") or {}
+        if not linux.get("disablePasswordAuthentication", True) and found.urn.lower().startswith("kumo:tiny:"):
+            raise vm_schema.unsupported("osProfile.adminPassword", "password logins on the tiny image (its SSH "
+                                        "server accepts keys only: use linuxConfiguration.ssh.publicKeys)")
+        sec = props.get("securityProfile") or {}
+        if str(sec.get("securityType", "")).lower() == "trustedlaunch" and found.hyperv_generation != "V2":
+            raise bad_request("InvalidParameter", f"The image '{found.urn}' is generation 1: Trusted Launch needs a "
+                              "generation 2 image.", "securityProfile.securityType")
+        async with services.store.read() as tx:
+            for nic_id in _nic_ids(body):
+                nic = await tx.get_resource(nic_id)
+                if nic is None:
+                    raise bad_request("InvalidResourceReference", f"Resource {nic_id} referenced by resource "
+                                      f"{rid} was not found. Please make sure that the referenced resource "
+                                      "exists, and that both resources are in the same region.",
+                                      "networkProfile.networkInterfaces")
+                user = (nic.body.get("properties") or {}).get("virtualMachine")
+                if user and user.get("id", "").lower() != rid.key:
+                    raise bad_request("NicInUse", f"Network interface {nic.id} is used by virtual machine "
+                                      f"{user['id']}.", "networkProfile.networkInterfaces")
+
+    async def write_through(self, tx: Tx, resource: Resource, existing: Resource | None) -> None:
+        old, new = _nic_ids(existing.body if existing else None), _nic_ids(resource.body)
+        for nic in old - new:
+            await set_backref(tx, nic, "virtualMachine", resource.id, False, single=True)
+        for nic in new:
+            await set_backref(tx, nic, "virtualMachine", resource.id, True, single=True)
+
+    async def unlink(self, tx: Tx, resource: Resource) -> None:
+        for nic in _nic_ids(resource.body):
+            await set_backref(tx, nic, "virtualMachine", resource.id, False, single=True)
+
+    # 3. GET shape: no secrets, no kumo bookkeeping; the instance view only when asked for
+    def view(self, resource: Resource) -> dict[str, Any]:
+        body = {k: v for k, v in resource.body.items() if k != INTERNAL}
+        body["properties"] = {k: v for k, v in (body.get("properties") or {}).items() if k != "instanceView"}
+        return body
+
+    def expanded_view(self, resource: Resource, expand: str) -> dict[str, Any]:
+        body = self.view(resource)
+        if "instanceview" in expand.lower().replace(" ", "").split(","):
+            body["properties"]["instanceView"] = instance_view(resource)
+        return body
+
+    # 4. host effects
+    async def realise(self, services: "Services", resource: Resource) -> None:
+        await services.vms.converge(resource.key)
+
+    async def remove(self, services: "Services", resource: Resource) -> None:
+        await services.vms.remove(resource)
+
+    actions = {"start": "start", "poweroff": "power_off", "restart": "restart", "deallocate": "deallocate",
+               "instanceview": "get_instance_view", "vmsizes": "vm_sizes"}
+
+    async def start(self, ctx: "RequestContext", resource: Resource) -> Response:
+        return await ctx.services.vms.begin_power(ctx, resource, "running")
+
+    async def power_off(self, ctx: "RequestContext", resource: Resource) -> Response:
+        skip = (ctx.query("skipShutdown") or "").lower() == "true"
+        return await ctx.services.vms.begin_power(ctx, resource, "stopped", skip_shutdown=skip)
+
+    async def restart(self, ctx: "RequestContext", resource: Resource) -> Response:
+        return await ctx.services.vms.begin_power(ctx, resource, "running", restart=True)
+
+    async def deallocate(self, ctx: "RequestContext", resource: Resource) -> Response:
+        return await ctx.services.vms.begin_power(ctx, resource, "deallocated")
+
+    async def get_instance_view(self, ctx: "RequestContext", resource: Resource) -> Response:
+        if ctx.method != "GET":
+            raise bad_request("InvalidAction", "instanceView is read with GET.")
+        return JSONResponse(instance_view(resource))
+
+    async def vm_sizes(self, ctx: "RequestContext", resource: Resource) -> Response:
+        """`az vm list-vm-resize-options`: every size this host can run."""
+        if ctx.method != "GET":
+            raise bad_request("InvalidAction", "vmSizes is read with GET.")
+        cpus, memory = ctx.services.vms.host_limits()
+        current = resource.body["properties"]["hardwareProfile"]["vmSize"]
+        options = sizes.resize_options(current, max_vcpus=cpus, max_memory_mb=memory)
+        return JSONResponse({"value": [s.vm_size_body() for s in options]})
+
+
+POWER_DISPLAY = {"starting": "VM starting", "running": "VM running", "stopping": "VM stopping",
+                 "stopped": "VM stopped", "deallocating": "VM deallocating", "deallocated": "VM deallocated"}
+
+
+def instance_view(resource: Resource) -> dict[str, Any]:
+    """Azure's instance view from what the controller recorded."""
+    state = resource.body.get(INTERNAL) or {}
+    iv = state.get("view") or {}
+    props = resource.body.get("properties") or {}
+    prov = resource.provisioning_state
+    prov_status = {"code": f"ProvisioningState/{prov.lower()}", "level": "Info" if prov != "Failed" else "Error",
+                   "displayStatus": {"Succeeded": "Provisioning succeeded", "Failed": "Provisioning failed",
+                                     "Creating": "Creating", "Updating": "Updating",
+                                     "Deleting": "Deleting"}.get(prov, prov)}
+    if iv.get("time"):
+        prov_status["time"] = iv["time"]
+    power = iv.get("power") or ("starting" if prov in ("Creating", "Updating") else "stopped")
+    statuses = [prov_status, {"code": f"PowerState/{power}", "level": "Info", "displayStatus": POWER_DISPLAY[power]}]
+    if iv.get("accelerator"):
+        # kumo's own status: which accelerator runs the guest (KVM or TCG software emulation)
+        accel = iv["accelerator"]
+        statuses.append({"code": f"Accelerator/{accel}", "level": "Info",
+                         "displayStatus": "KVM" if accel == "kvm" else "TCG (software emulation)"})
+    agent_ready = power == "running" and iv.get("agent") == "Ready"
+    agent = {"vmAgentVersion": iv.get("agentVersion") or "Unknown", "extensionHandlers": [],
+             "statuses": [{"code": "ProvisioningState/succeeded" if agent_ready else "ProvisioningState/Unavailable",
+                           "level": "Info" if agent_ready else "Warning",
+                           "displayStatus": "Ready" if agent_ready else "Not Ready",
+                           "message": "Guest Agent is running" if agent_ready else
+                           "VM status blob is found but not yet populated.",
+                           **({"time": iv["agentTime"]} if iv.get("agentTime") else {})}]}
+    disk = props.get("storageProfile", {}).get("osDisk", {})
+    out: dict[str, Any] = {
+        "computerName": props.get("osProfile", {}).get("computerName"),
+        "osName": iv.get("osName"), "osVersion": iv.get("osVersion"),
+        "vmAgent": agent,
+        "hyperVGeneration": iv.get("hyperVGeneration") or "V2",
+        "disks": [{"name": disk.get("name"), "statuses": [{"code": "ProvisioningState/succeeded", "level": "Info",
+                                                           "displayStatus": "Provisioning succeeded"}]}],
+        "statuses": statuses,
+    }
+    if iv.get("bootSeconds") is not None:
+        out["kumo"] = {"accelerator": iv.get("accelerator"), "bootSeconds": iv["bootSeconds"]}
+    return {k: v for k, v in out.items() if v is not None}

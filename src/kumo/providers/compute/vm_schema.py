@@ -1,0 +1,287 @@
+"""A virtual machine's request body → the stored body, with Azure's rules and error codes. Pure
+functions: no store, no host. What kumo cannot do yet (data disks, custom images, Windows, extensions,
+cloud-init user data, availability sets, managed identities) is refused with a 400 naming the property,
+never silently ignored. Read-only fields a client sends back (`az vm resize` PUTs the whole object it
+got: provisioningState, vmId, timeCreated, instanceView, …) are accepted and dropped."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+from kumo.arm.errors import ArmError, bad_request
+from kumo.arm.ids import parse_resource_id
+from kumo.compute import sizes
+
+NIC_TYPE = "microsoft.network/networkinterfaces"
+INTERNAL = "kumo"  # top-level body key for what only kumo sees (desired power, secrets, instance view)
+# Azure's computerName rule for Linux: 1-64 characters, letters, digits, '-' and '.', not only digits.
+COMPUTER_NAME = re.compile(r"^(?!\d+$)[A-Za-z0-9][A-Za-z0-9.-]{0,63}$")
+ADMIN_USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+RESERVED_USERS = {"root", "admin", "administrator", "daemon", "bin", "sys", "nobody", "guest", "user", "test",
+                  "sshd", "adm", "games", "lp", "mail", "news", "uucp", "proxy", "backup", "operator"}
+READ_ONLY = ("provisioningState", "vmId", "timeCreated", "instanceView", "timeUpdated")
+# Properties kumo stores and shows as given (they change nothing kumo does on this one-host cloud).
+PASSTHROUGH = ("diagnosticsProfile", "licenseType", "priority", "evictionPolicy", "billingProfile",
+               "userData", "applicationProfile", "capacityReservation", "scheduledEventsProfile")
+UNSUPPORTED = {
+    "availabilitySet": "availability sets",
+    "virtualMachineScaleSet": "scale set membership",
+    "proximityPlacementGroup": "proximity placement groups",
+    "host": "dedicated hosts",
+    "hostGroup": "dedicated host groups",
+    "additionalCapabilities": "additional capabilities (Ultra SSD, hibernation)",
+}
+POWER_STATES = ("running", "stopped", "deallocated")
+
+
+def unsupported(prop: str, what: str) -> ArmError:
+    return bad_request("OperationNotAllowed", f"kumo cannot do {what} yet: remove '{prop}' from the virtual "
+                       "machine.", prop)
+
+
+def _obj(value: Any, field: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise bad_request("InvalidParameter", f"'{field}' must be a JSON object.", field)
+    return value
+
+
+def _bool(value: Any, field: str, default: bool) -> bool:
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise bad_request("InvalidParameter", f"'{field}' must be true or false.", field)
+
+
+def size_error(name: Any) -> ArmError:
+    return bad_request("InvalidParameter", f"The requested VM size {name} is not available in the current region. "
+                       f"The sizes available in the current region are: {', '.join(sizes.names())}. Find out more "
+                       "on the available VM sizes in each region at https://aka.ms/azure-regions.", "vmSize")
+
+
+def _hardware(props: dict[str, Any]) -> dict[str, Any]:
+    hw = _obj(props.get("hardwareProfile"), "hardwareProfile")
+    name = hw.get("vmSize")
+    if not name:
+        raise bad_request("InvalidParameter", "Required parameter 'hardwareProfile.vmSize' is missing (null).",
+                          "hardwareProfile.vmSize")
+    size = sizes.lookup(str(name))
+    if size is None:
+        raise size_error(name)
+    if hw.get("vmSizeProperties"):
+        raise unsupported("hardwareProfile.vmSizeProperties", "customised vCPU counts")
+    return {"vmSize": size.name}
+
+
+def _storage(name: str, props: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
+    sp = _obj(props.get("storageProfile"), "storageProfile")
+    if sp.get("dataDisks"):
+        raise unsupported("storageProfile.dataDisks", "data disks")
+    if sp.get("diskControllerType") not in (None, "SCSI", "NVMe", "scsi", "nvme"):
+        raise bad_request("InvalidParameter", "storageProfile.diskControllerType must be SCSI or NVMe.",
+                          "storageProfile.diskControllerType")
+    image = _obj(sp.get("imageReference"), "storageProfile.imageReference")
+    old = (previous or {}).get("storageProfile") or {}
+    if not image and old.get("imageReference"):
+        image = old["imageReference"]
+    if image.get("id") or image.get("sharedGalleryImageId") or image.get("communityGalleryImageId"):
+        raise unsupported("storageProfile.imageReference.id", "custom or gallery images")
+    missing = [k for k in ("publisher", "offer", "sku") if not image.get(k)]
+    if missing:
+        raise bad_request("InvalidParameter", "The value of parameter imageReference is invalid: "
+                          f"{', '.join(missing)} missing.", "storageProfile.imageReference")
+    image_out = {k: str(image[k]) for k in ("publisher", "offer", "sku")}
+    image_out["version"] = str(image.get("version") or "latest")
+    if image.get("exactVersion"):
+        image_out["exactVersion"] = str(image["exactVersion"])
+    os_disk = _obj(sp.get("osDisk"), "storageProfile.osDisk")
+    create = str(os_disk.get("createOption") or "FromImage")
+    if create.lower() != "fromimage":
+        raise unsupported("storageProfile.osDisk.createOption", f"OS disks created with '{create}'")
+    if os_disk.get("osType") and str(os_disk["osType"]).lower() != "linux":
+        raise unsupported("storageProfile.osDisk.osType", "Windows virtual machines")
+    if os_disk.get("encryptionSettings") or os_disk.get("vhd") or os_disk.get("image"):
+        raise unsupported("storageProfile.osDisk", "unmanaged or encrypted OS disks")
+    old_disk = old.get("osDisk") or {}
+    managed = _obj(os_disk.get("managedDisk"), "storageProfile.osDisk.managedDisk")
+    disk_name = os_disk.get("name") or old_disk.get("name") or f"{name}_OsDisk_1_{uuid.uuid4().hex}"
+    out_disk: dict[str, Any] = {
+        "osType": "Linux", "name": disk_name, "createOption": "FromImage",
+        "caching": os_disk.get("caching") or "ReadWrite",
+        "managedDisk": {"storageAccountType": managed.get("storageAccountType")
+                        or (old_disk.get("managedDisk") or {}).get("storageAccountType") or "Premium_LRS"},
+        "deleteOption": os_disk.get("deleteOption") or old_disk.get("deleteOption") or "Detach",
+    }
+    if os_disk.get("diskSizeGB") is not None:
+        try:
+            out_disk["diskSizeGB"] = int(os_disk["diskSizeGB"])
+        except (TypeError, ValueError):
+            raise bad_request("InvalidParameter", "storageProfile.osDisk.diskSizeGB must be an integer.",
+                              "storageProfile.osDisk.diskSizeGB") from None
+    return {"imageReference": image_out, "osDisk": out_disk, "dataDisks": []}
+
+
+def _os_profile(name: str, props: dict[str, Any], previous: dict[str, Any] | None,
+                old_secrets: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the stored osProfile, the secrets kept out of it)."""
+    op = _obj(props.get("osProfile"), "osProfile")
+    old = (previous or {}).get("osProfile")
+    if old is not None:
+        # Azure: the OS profile is fixed once the VM exists (a resize PUT echoes it without the password)
+        for key in ("computerName", "adminUsername"):
+            if op.get(key) and str(op[key]) != old.get(key):
+                raise bad_request("PropertyChangeNotAllowed", f"Changing property 'osProfile.{key}' is not "
+                                  "allowed.", f"osProfile.{key}")
+        return old, old_secrets
+    if op.get("windowsConfiguration"):
+        raise unsupported("osProfile.windowsConfiguration", "Windows virtual machines")
+    if op.get("customData"):
+        raise unsupported("osProfile.customData", "cloud-init custom data (the tiny image has no cloud-init)")
+    if op.get("secrets"):
+        raise unsupported("osProfile.secrets", "Key Vault certificates in the guest")
+    computer = str(op.get("computerName") or name)[:64]
+    if not COMPUTER_NAME.match(computer):
+        raise bad_request("InvalidParameter", f"Linux computer name '{computer}' is invalid: it may contain letters, "
+                          "digits, '.' and '-', be at most 64 characters long and not consist of digits only.",
+                          "osProfile.computerName")
+    user = op.get("adminUsername")
+    if not user:
+        raise bad_request("InvalidParameter", "Required parameter 'adminUsername' is missing (null).",
+                          "osProfile.adminUsername")
+    user = str(user)
+    if user.lower() in RESERVED_USERS or not ADMIN_USER.match(user):
+        raise bad_request("InvalidParameter", f"The admin user name '{user}' is not allowed: it must be 1-32 "
+                          "lower-case letters, digits, '_', '.' or '-', start with a letter or '_', and not be a "
+                          "reserved name.", "osProfile.adminUsername")
+    linux = _obj(op.get("linuxConfiguration"), "osProfile.linuxConfiguration")
+    keys_in = _obj(linux.get("ssh"), "osProfile.linuxConfiguration.ssh").get("publicKeys") or []
+    if not isinstance(keys_in, list):
+        raise bad_request("InvalidParameter", "'publicKeys' must be an array.", "osProfile.linuxConfiguration.ssh")
+    keys = []
+    for k in keys_in:
+        data = str((k or {}).get("keyData") or "").strip()
+        if not re.match(r"^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp\d+|sk-\S+) [A-Za-z0-9+/=]+", data):
+            raise bad_request("InvalidParameter", "The value of parameter linuxConfiguration.ssh.publicKeys.keyData "
+                              "is invalid: it must be an SSH public key in OpenSSH format.",
+                              "osProfile.linuxConfiguration.ssh.publicKeys.keyData")
+        path = str(k.get("path") or f"/home/{user}/.ssh/authorized_keys")
+        keys.append({"path": path, "keyData": data})
+    password = op.get("adminPassword")
+    no_password = _bool(linux.get("disablePasswordAuthentication"), "disablePasswordAuthentication",
+                        password is None)
+    if no_password and not keys:
+        raise bad_request("InvalidParameter", "Authentication using either SSH or by user name and password must be "
+                          "enabled in Linux profile.", "osProfile.linuxConfiguration")
+    if not no_password and not password:
+        raise bad_request("InvalidParameter", "Required parameter 'adminPassword' is missing (null).",
+                          "osProfile.adminPassword")
+    if password is not None and no_password:
+        raise bad_request("InvalidParameter", "adminPassword is not allowed when disablePasswordAuthentication is "
+                          "true.", "osProfile.adminPassword")
+    out_linux: dict[str, Any] = {"disablePasswordAuthentication": no_password, "provisionVMAgent": True,
+                                 "patchSettings": {"patchMode": "ImageDefault", "assessmentMode": "ImageDefault"},
+                                 "enableVMAgentPlatformUpdates": False}
+    if keys:
+        out_linux["ssh"] = {"publicKeys": keys}
+    profile = {"computerName": computer, "adminUsername": user, "linuxConfiguration": out_linux, "secrets": [],
+               "allowExtensionOperations": True, "requireGuestProvisionSignal": True}
+    secrets = {"adminPassword": str(password)} if password else {}
+    return profile, secrets
+
+
+def _network(props: dict[str, Any]) -> dict[str, Any]:
+    np_ = _obj(props.get("networkProfile"), "networkProfile")
+    if np_.get("networkInterfaceConfigurations"):
+        raise unsupported("networkProfile.networkInterfaceConfigurations",
+                          "NICs created with the VM (create the NIC first and reference it)")
+    nics = np_.get("networkInterfaces") or []
+    if not isinstance(nics, list) or not nics:
+        raise bad_request("InvalidParameter", "At least one network interface is required: "
+                          "properties.networkProfile.networkInterfaces is empty.", "networkProfile.networkInterfaces")
+    out = []
+    primaries = 0
+    for n in nics:
+        nid = (n or {}).get("id")
+        try:
+            rid = parse_resource_id(str(nid or ""))
+        except Exception:
+            rid = None
+        if rid is None or rid.type_key != NIC_TYPE:
+            raise bad_request("InvalidParameter", f"'{nid}' is not a network interface id.",
+                              "networkProfile.networkInterfaces.id")
+        p = _obj(n.get("properties"), "networkProfile.networkInterfaces.properties")
+        primary = _bool(p.get("primary"), "networkProfile.networkInterfaces.properties.primary", len(nics) == 1)
+        primaries += primary
+        entry: dict[str, Any] = {"id": str(nid), "properties": {"primary": primary}}
+        if p.get("deleteOption"):
+            entry["properties"]["deleteOption"] = "Delete" if str(p["deleteOption"]).lower() == "delete" else "Detach"
+        out.append(entry)
+    if len(out) > 1 and primaries != 1:
+        raise bad_request("VirtualMachineMustHaveOnePrimaryNetworkInterface", "Virtual machine must have one network "
+                          "interface set as primary when it has more than one.", "networkProfile.networkInterfaces")
+    return {"networkInterfaces": out}
+
+
+def _security(props: dict[str, Any]) -> dict[str, Any] | None:
+    sec = props.get("securityProfile")
+    if not sec:
+        return None
+    sec = _obj(sec, "securityProfile")
+    kind = sec.get("securityType")
+    if kind and str(kind).lower() not in ("trustedlaunch", "standard"):
+        raise unsupported("securityProfile.securityType", f"the '{kind}' security type")
+    if sec.get("encryptionAtHost"):
+        raise unsupported("securityProfile.encryptionAtHost", "encryption at host")
+    return sec
+
+
+def primary_nic(props: dict[str, Any]) -> str:
+    nics = props["networkProfile"]["networkInterfaces"]
+    return next((n["id"] for n in nics if n["properties"].get("primary")), nics[0]["id"])
+
+
+def normalise(name: str, body: dict[str, Any], previous: dict[str, Any] | None,
+              old_internal: dict[str, Any]) -> dict[str, Any]:
+    props = _obj(body.get("properties"), "properties")
+    for key, what in UNSUPPORTED.items():
+        if props.get(key):
+            raise unsupported(key, what)
+    if body.get("identity") and str((body["identity"] or {}).get("type", "None")).lower() != "none":
+        raise unsupported("identity", "managed identities on virtual machines")
+    if body.get("extendedLocation"):
+        raise unsupported("extendedLocation", "edge zones")
+    if body.get("plan"):
+        raise unsupported("plan", "marketplace plans")
+    resources = body.get("resources") or []
+    if resources:
+        raise unsupported("resources", "VM extensions")
+    internal = dict(old_internal)
+    secrets = dict(internal.get("secrets") or {})
+    os_profile, secrets = _os_profile(name, props, previous, secrets)
+    out: dict[str, Any] = {
+        "hardwareProfile": _hardware(props),
+        "storageProfile": _storage(name, props, previous),
+        "osProfile": os_profile,
+        "networkProfile": _network(props),
+        "vmId": (previous or {}).get("vmId") or str(uuid.uuid4()),
+        "timeCreated": (previous or {}).get("timeCreated") or time.strftime("%Y-%m-%dT%H:%M:%S.0000000+00:00",
+                                                                            time.gmtime()),
+    }
+    if sec := _security(props):
+        out["securityProfile"] = sec
+    for key in PASSTHROUGH:
+        if props.get(key) is not None:
+            out[key] = props[key]
+    internal["secrets"] = secrets
+    internal.setdefault("power", "running")
+    result: dict[str, Any] = {"properties": out, INTERNAL: internal}
+    if body.get("zones"):
+        result["zones"] = body["zones"]
+    return result
