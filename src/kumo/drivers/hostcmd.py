@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 
 
@@ -25,3 +26,23 @@ async def run(*argv: str, input: str | None = None, check: bool = True) -> str:
 
 def missing(*tools: str) -> list[str]:
     return [t for t in tools if shutil.which(t) is None]
+
+
+async def wait_pid(pid: int, timeout: float | None = None) -> bool:
+    """Wait (without polling) until process `pid` exits; False on timeout. Works for any process, not
+    just children (a supervisor started by an earlier kumo): a pidfd becomes readable when it ends."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    loop.add_reader(fd, lambda: done.done() or done.set_result(None))
+    try:
+        await asyncio.wait_for(done, timeout)
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)

@@ -54,26 +54,6 @@ def _runc_message(text: str) -> str:
     return "; ".join(msgs) if msgs else text.strip()
 
 
-async def _wait_pid(pid: int, timeout: float | None = None) -> bool:
-    """Wait (without polling) until process `pid` exits; False on timeout. Works for any process,
-    not just children: a pidfd becomes readable when the process terminates."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-    loop.add_reader(fd, lambda: done.done() or done.set_result(None))
-    try:
-        await asyncio.wait_for(done, timeout)
-        return True
-    except TimeoutError:
-        return False
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)
-
-
 def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
@@ -232,7 +212,7 @@ class ContainerRuntime:
         if code is None:
             # Just exited: conmon writes the exit file once it has reaped the container.
             pid = await asyncio.to_thread(self._conmon_pid, cid)
-            if pid is not None and await _wait_pid(pid, 5.0):
+            if pid is not None and await hostcmd.wait_pid(pid, 5.0):
                 code, finished, oom, started = await asyncio.to_thread(self._exit_info, cid)
         return ContainerStatus("stopped", exit_code=code, oom_killed=oom, started_at=started, finished_at=finished)
 
@@ -243,12 +223,12 @@ class ContainerRuntime:
             st = await self.status(cid)
             if st.state == "stopped" and (supervisor := await asyncio.to_thread(self._conmon_pid, cid)):
                 # conmon exits once it has written all of the container's output to the log
-                await _wait_pid(supervisor, timeout=2.0)
+                await hostcmd.wait_pid(supervisor, timeout=2.0)
             if st.state in ("stopped", "absent"):
                 return st
             pid = await asyncio.to_thread(self._conmon_pid, cid) or st.pid
             if pid:
-                await _wait_pid(pid)
+                await hostcmd.wait_pid(pid)
             else:
                 await asyncio.sleep(0.5)
 
@@ -514,9 +494,9 @@ class ContainerRuntime:
             if st.state != "absent":
                 await self._runc("delete", "--force", cid)
             pid = await asyncio.to_thread(self._conmon_pid, cid)
-            if pid and not await _wait_pid(pid, 5.0):
+            if pid and not await hostcmd.wait_pid(pid, 5.0):
                 os.kill(pid, signal.SIGKILL)  # ours, checked by its cmdline
-                await _wait_pid(pid, 5.0)
+                await hostcmd.wait_pid(pid, 5.0)
             group = await asyncio.to_thread(self._group_of, cid)
             rootfs = bundle / "rootfs"
             if await asyncio.to_thread(os.path.ismount, rootfs):

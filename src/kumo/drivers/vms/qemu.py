@@ -35,6 +35,7 @@ from typing import Any, Literal
 from qemu.qmp import QMPClient
 from qemu.qmp.error import QMPError
 
+from kumo.drivers import hostcmd
 from kumo.drivers.vms.spec import ABSENT, AgentError, VmFailure, VmPaths, VmSpec, VmStatus
 
 log = logging.getLogger("kumo.vms")
@@ -73,25 +74,6 @@ def _host_tsc_khz() -> int | None:
     except (OSError, ValueError):
         pass
     return None
-
-
-async def _wait_pid(pid: int, timeout: float | None = None) -> bool:
-    """Wait until process `pid` has exited (any process, not only children); False on timeout."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-    loop.add_reader(fd, lambda: done.done() or done.set_result(None))
-    try:
-        await asyncio.wait_for(done, timeout)
-        return True
-    except TimeoutError:
-        return False
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)
 
 
 def _opt(value: str) -> str:
@@ -486,14 +468,14 @@ class QemuDriver:
         async with self._lock(vid):
             with contextlib.suppress(QMPError, OSError, TimeoutError):
                 await self._qmp(vid, "system_powerdown")
-            if await _wait_pid(pid, timeout):
+            if await hostcmd.wait_pid(pid, timeout):
                 return "acpi"
             with contextlib.suppress(QMPError, OSError, TimeoutError):
                 await self._qmp(vid, "quit")
-            if await _wait_pid(pid, 5):
+            if await hostcmd.wait_pid(pid, 5):
                 return "quit"
             await self._signal(pid, signal.SIGKILL)
-            await _wait_pid(pid, 10)
+            await hostcmd.wait_pid(pid, 10)
             return "kill"
 
     async def kill(self, vid: str) -> None:
@@ -503,7 +485,7 @@ class QemuDriver:
         if pid is None:
             return
         await self._signal(pid, signal.SIGKILL)
-        if not await _wait_pid(pid, 10):
+        if not await hostcmd.wait_pid(pid, 10):
             raise VmFailure(f"{vid}: QEMU (pid {pid}) survived SIGKILL")
         child = self._children.pop(pid, None)
         if child is not None:

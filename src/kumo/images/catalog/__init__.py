@@ -21,23 +21,22 @@ nothing ("catalog up to date"). The Debian images are not rebuilt when the mirro
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
-import fcntl
 import hashlib
 import inspect
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from kumo.images.catalog import layers as layers_mod
 from kumo.images.catalog import recipes
 from kumo.images.catalog.layers import EPOCH, LayerBlob, write_layer
-from kumo.images.catalog.recipes import BuildError, Context, ImageRecipe
+from kumo.images.buildkit import BuildError, locked, write_atomic
+from kumo.images.catalog.recipes import Context, ImageRecipe
 
 __all__ = ["DEFAULT_MIRRORED_REGISTRIES", "BuildError", "BuildResult", "build", "default_catalog_dir",
            "repositories"]
@@ -109,20 +108,10 @@ def _write_blob(blobs: Path, data: bytes) -> str:
     return "sha256:" + hexdigest
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
-@contextlib.contextmanager
-def _locked(out: Path) -> Iterator[None]:
-    with open(out / ".lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 
 
 def _select(only: Iterable[str] | None) -> tuple[list[ImageRecipe], dict[str, str]]:
@@ -199,7 +188,7 @@ def build(out: str | os.PathLike[str] | None = None, *, force: bool = False, onl
     """
     out_dir = Path(out) if out is not None else default_catalog_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(out_dir):
+    with locked(out_dir):
         return _build_locked(out_dir, force=force, only=only, say=say)
 
 
@@ -318,8 +307,8 @@ def _build_locked(out: Path, *, force: bool, only: Iterable[str] | None, say: Sa
         say(f"[{img.repository}] {', '.join(img.tags)}: {manifest_digest[:19]}, {len(img.layers)} layer(s) "
             f"({' + '.join(img.layers)}), {_human(size)}")
 
-    _write_file(out / "oci-layout", _canonical({"imageLayoutVersion": "1.0.0"}))
-    _write_file(out / "index.json", _canonical({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}))
+    write_atomic(out / "oci-layout", _canonical({"imageLayoutVersion": "1.0.0"}))
+    write_atomic(out / "index.json", _canonical({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}))
     removed = 0
     for path in blobs_dir.iterdir():
         if path.is_file() and "sha256:" + path.name not in referenced:
@@ -330,7 +319,7 @@ def _build_locked(out: Path, *, force: bool, only: Iterable[str] | None, say: Sa
     new_state = {"format": FORMAT, "catalog_key": None if all_failed else catalog_key,
                  "builders": new_builders, "images": refs, "blobs": sorted(referenced), "size": total,
                  "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    _write_file(out / STATE_FILE, json.dumps(new_state, indent=2, sort_keys=True).encode())
+    write_atomic(out / STATE_FILE, json.dumps(new_state, indent=2, sort_keys=True).encode())
     elapsed = time.monotonic() - t_start
     say(f"catalog: {len(images) - len(failed_images)} images, {len(refs)} tags, {len(referenced)} blobs "
         f"({_human(total)}) in {out}; {elapsed:.1f} s" + (f"; removed {removed} unused blobs" if removed else ""))

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from kumo.images.buildkit import BuildError, shared_libraries, which
 from kumo.images.catalog import apps
 from kumo.images.catalog.layers import (Tree, add_parents, diff_trees, directory, host_file, symlink, text,
                                         tree_fingerprint, tree_from_dir)
@@ -40,8 +41,7 @@ PYTHON_EXCLUDE = {"config-3.11-x86_64-linux-gnu", "idlelib", "tkinter", "turtled
                   "sqlite3/test", "ctypes/test", "distutils/tests"}
 
 
-class BuildError(Exception):
-    """A recipe that cannot be built here (a missing tool or package, no root, an unreachable mirror)."""
+
 
 
 Say = Callable[[str], None]
@@ -110,32 +110,10 @@ class ImageRecipe:
 # ---------------------------------------------------------------- host files
 
 
-def which(name: str, *candidates: str) -> str:
-    for c in candidates:
-        if os.path.isfile(c) and os.access(c, os.X_OK):
-            return c
-    found = shutil.which(name)
-    if not found:
-        raise BuildError(f"{name} not found: install the Debian package that provides it (scripts/setup.sh does)")
-    return found
 
 
-def shared_libraries(*binaries: str) -> list[str]:
-    """The absolute paths `ldd` names for these binaries (the loader included), sorted."""
-    libs: set[str] = set()
-    for binary in binaries:
-        proc = subprocess.run(["ldd", binary], capture_output=True, text=True)
-        if proc.returncode != 0:
-            if "not a dynamic executable" in proc.stdout + proc.stderr:
-                continue
-            raise BuildError(f"ldd {binary}: {proc.stderr.strip() or proc.stdout.strip()}")
-        for line in proc.stdout.splitlines():
-            if "not found" in line:
-                raise BuildError(f"{binary} needs a missing library: {line.strip()}")
-            m = re.search(r"(?:=>\s*)?(/\S+)\s+\(0x", line)
-            if m:
-                libs.add(m.group(1))
-    return sorted(libs)
+
+
 
 
 def add_libraries(tree: Tree, *binaries: str) -> None:

@@ -26,9 +26,7 @@ fraction of a second. A newer kernel in the mirror changes the key (one 27 MB do
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import inspect
 import json
@@ -39,10 +37,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kumo.images.buildkit import BuildError, locked, shared_libraries, which, write_atomic
 from kumo.images.vm import cpio, guest
 from kumo.images.vm.guest import FW_CFG_KEYS, HOSTKEY_MARKER, QGA_PORT, READY_MARKER
 
@@ -58,8 +57,7 @@ MODULES = ("virtio_pci", "virtio_mmio", "virtio_net", "virtio_blk", "virtio_cons
            "virtio_balloon", "virtio-rng", "qemu_fw_cfg", "button", "evdev")
 
 
-class BuildError(Exception):
-    """The image cannot be built here (a missing tool or package, an unreachable mirror)."""
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,14 +106,7 @@ def _run(*argv: str, cwd: Path | None = None) -> str:
     return proc.stdout
 
 
-def _which(name: str, *candidates: str) -> str:
-    for c in candidates:
-        if os.path.isfile(c) and os.access(c, os.X_OK):
-            return c
-    found = shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
-    if not found:
-        raise BuildError(f"{name} not found: install the Debian package that provides it (scripts/setup.sh does)")
-    return found
+
 
 
 def _host_versions() -> dict[str, str]:
@@ -143,31 +134,17 @@ def _kernel_package() -> tuple[str, str]:
     return pkg, v.group(1)
 
 
-def _shared_libraries(*binaries: str) -> list[str]:
-    libs: set[str] = set()
-    for binary in binaries:
-        proc = subprocess.run(["ldd", binary], capture_output=True, text=True)
-        if proc.returncode != 0:
-            if "not a dynamic executable" in proc.stdout + proc.stderr:
-                continue
-            raise BuildError(f"ldd {binary}: {proc.stderr.strip() or proc.stdout.strip()}")
-        for line in proc.stdout.splitlines():
-            if "not found" in line:
-                raise BuildError(f"{binary} needs a missing library: {line.strip()}")
-            m = re.search(r"(?:=>\s*)?(/\S+)\s+\(0x", line)
-            if m:
-                libs.add(m.group(1))
-    return sorted(libs)
+
 
 
 def _host_binaries() -> dict[str, str]:
     """Image path -> host path of the programs the guest runs."""
     return {
-        "bin/busybox": _which("busybox", "/bin/busybox", "/usr/bin/busybox"),
-        "usr/sbin/dropbear": _which("dropbear", "/usr/sbin/dropbear"),
-        "usr/bin/dropbearkey": _which("dropbearkey", "/usr/bin/dropbearkey"),
-        "usr/bin/dbclient": _which("dbclient", "/usr/bin/dbclient"),
-        "usr/sbin/qemu-ga": _which("qemu-ga", "/usr/sbin/qemu-ga", "/usr/bin/qemu-ga"),
+        "bin/busybox": which("busybox", "/bin/busybox", "/usr/bin/busybox"),
+        "usr/sbin/dropbear": which("dropbear", "/usr/sbin/dropbear"),
+        "usr/bin/dropbearkey": which("dropbearkey", "/usr/bin/dropbearkey"),
+        "usr/bin/dbclient": which("dbclient", "/usr/bin/dbclient"),
+        "usr/sbin/qemu-ga": which("qemu-ga", "/usr/sbin/qemu-ga", "/usr/bin/qemu-ga"),
     }
 
 
@@ -244,7 +221,7 @@ def _initramfs_tree(kroot: Path, kver: str) -> tuple[cpio.Tree, list[str]]:
     modules = _module_order(moddir, MODULES)
     binaries = _host_binaries()
     busybox = binaries["bin/busybox"]
-    if _shared_libraries(busybox):
+    if shared_libraries(busybox):
         raise BuildError(f"{busybox} is dynamically linked: install busybox-static")
     applets = _run(busybox, "--list-full").split()
     tree: cpio.Tree = {d: cpio.directory() for d in (
@@ -261,7 +238,7 @@ def _initramfs_tree(kroot: Path, kver: str) -> tuple[cpio.Tree, list[str]]:
     for rel, host in binaries.items():
         tree[rel] = cpio.host_file(host, 0o755)
     dynamic = [h for r, h in binaries.items() if r != "bin/busybox"]
-    for lib in _shared_libraries(*dynamic):
+    for lib in shared_libraries(*dynamic):
         tree[lib.lstrip("/")] = cpio.host_file(lib, 0o755)
     # /lib64/ld-linux-x86-64.so.2 is a symlink on Debian: keep the loader where the binaries look for it
     for m in modules:
@@ -286,20 +263,10 @@ def _initramfs_tree(kroot: Path, kver: str) -> tuple[cpio.Tree, list[str]]:
     return cpio.add_parents(tree), modules
 
 
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
-@contextlib.contextmanager
-def _locked(out: Path) -> Iterator[None]:
-    with open(out / ".lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 
 
 def _manifest(image: ImageDef, key: str, kver: str, kernel: tuple[str, str], versions: dict[str, str],
@@ -328,7 +295,7 @@ def build(out: str | os.PathLike[str] | None = None, *, force: bool = False, say
     up-to-date image is kept when only the download of a newer kernel fails)."""
     root = Path(out) if out is not None else default_dir()
     root.mkdir(parents=True, exist_ok=True)
-    with _locked(root):
+    with locked(root):
         return _build_locked(root, TINY, force=force, say=say)
 
 
@@ -338,7 +305,7 @@ def _build_locked(root: Path, image: ImageDef, *, force: bool, say: Say) -> Buil
     kernel = _kernel_package()
     versions = _host_versions()
     binaries = _host_binaries()
-    files = _fingerprint(list(binaries.values()) + _shared_libraries(*list(binaries.values())[1:]))
+    files = _fingerprint(list(binaries.values()) + shared_libraries(*list(binaries.values())[1:]))
     key = _recipe_key(image, kernel, versions, files)
     try:
         old = json.loads((target / "image.json").read_text())
@@ -370,7 +337,7 @@ def _build_locked(root: Path, image: ImageDef, *, force: bool, say: Say) -> Buil
         if len(kvers) != 1:
             raise BuildError(f"{deb.name}: expected one kernel under lib/modules, found {kvers}")
         kver = kvers[0]
-        _run(_which("depmod", "/usr/sbin/depmod", "/sbin/depmod"), "-b", str(kroot), kver)
+        _run(which("depmod", "/usr/sbin/depmod", "/sbin/depmod"), "-b", str(kroot), kver)
         vmlinuz = kroot / "boot" / f"vmlinuz-{kver}"
         say(f"[tiny] kernel {kver} unpacked, depmod done ({time.monotonic() - t1:.1f} s)")
         t1 = time.monotonic()
@@ -381,13 +348,13 @@ def _build_locked(root: Path, image: ImageDef, *, force: bool, say: Say) -> Buil
             f"{len(initrd) / 1e6:.1f} MB gzip ({time.monotonic() - t1:.1f} s)")
         target.mkdir(parents=True, exist_ok=True)
         kernel_bytes = vmlinuz.read_bytes()
-        _write(target / "vmlinuz", kernel_bytes)
-        _write(target / "initrd.img", initrd)
+        write_atomic(target / "vmlinuz", kernel_bytes)
+        write_atomic(target / "initrd.img", initrd)
         sizes = {"vmlinuz": len(kernel_bytes), "initrd.img": len(initrd)}
         manifest = _manifest(image, key, kver, kernel, versions, sizes, modules)
         manifest["kumo"]["sha256"] = {"vmlinuz": hashlib.sha256(kernel_bytes).hexdigest(),
                                       "initrd.img": hashlib.sha256(initrd).hexdigest()}
-        _write(target / "image.json", json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n")
+        write_atomic(target / "image.json", json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     elapsed = time.monotonic() - t0
