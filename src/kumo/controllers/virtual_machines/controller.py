@@ -33,7 +33,7 @@ from kumo.compute import sizes
 from kumo.compute.marketplace import ImageCatalog, MarketplaceImage
 from kumo.controllers.network import NetworkController, short_hash
 from kumo.drivers.vms import NicSpec, QemuDriver, VmFailure, VmSpec
-from kumo.drivers.vms.qemu import _wait_pid
+from kumo.drivers import hostcmd
 from kumo.images.vm import BOOT_APPEND, FW_CFG_KEYS, READY_MARKER
 from kumo.providers.compute.vm_schema import INTERNAL, primary_nic
 from kumo.providers.network.public_ips import allocate_address, release_address
@@ -388,7 +388,7 @@ class VmController:
         status = await self.driver.status(vid)
         if status.pid is None:
             return
-        await _wait_pid(status.pid)
+        await hostcmd.wait_pid(status.pid)
         if self._watchers.get(key) is asyncio.current_task():
             self._watchers.pop(key, None)
         if vid in self._expected_exit or self._lock(key).locked():
