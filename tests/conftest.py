@@ -131,7 +131,11 @@ def public_pool() -> str:
 def start_server(*extra_args: str) -> KumoServer:
     data_dir = Path(tempfile.mkdtemp(prefix="kumo-test-"))
     server = KumoServer(data_dir, free_port(), ("--public-ip-pool", public_pool(), *extra_args))
-    server.start()
+    try:
+        server.start()
+    except BaseException:
+        shutil.rmtree(data_dir, ignore_errors=True)  # a server that never came up leaves nothing either
+        raise
     return server
 
 

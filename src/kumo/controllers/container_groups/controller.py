@@ -309,7 +309,7 @@ class ContainerController:
                     return
                 change(current.body)
                 props = current.body["properties"]
-                group_view = props.setdefault("instanceView", {"events": []}) or {"events": []}
+                group_view = props.get("instanceView") or {"events": []}
                 props["instanceView"] = group_view
                 group_view["state"] = view.group_state(current.body, bool((current.body.get("kumo") or {})
                                                                            .get("stopped")))
