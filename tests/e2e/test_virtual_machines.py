@@ -21,6 +21,7 @@ import pytest
 from kumo.compute.marketplace import ImageCatalog
 from kumo.config import default_vm_images_dir
 from tests.conftest import KumoServer
+from tests.vmlib import qemu_pids
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("qemu-system-x86_64") or not shutil.which("nft"),
@@ -43,15 +44,7 @@ def _site(kumo: KumoServer) -> int:
 
 
 def _qemu_pid(vid: str) -> int | None:
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                cmd = (d / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"qemu-system" in cmd and vid.encode() in cmd:
-                return int(d.name)
-    return None
+    return next(iter(qemu_pids(vid)), None)
 
 
 def _qemu_running(vid: str) -> bool:

@@ -21,6 +21,7 @@ import pytest
 from kumo.drivers.vms import NicSpec, PortForward, QemuDriver, VmSpec
 from kumo.images import vm as vm_images
 from tests.conftest import free_port
+from tests.vmlib import qemu_pids
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("qemu-system-x86_64"),
@@ -33,16 +34,7 @@ SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/nul
 
 def _qemu_pids() -> list[int]:
     """QEMU processes whose command line names this run's prefix."""
-    pids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                cmd = (d / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"qemu-system" in cmd and PREFIX.encode() in cmd:
-                pids.append(int(d.name))
-    return pids
+    return qemu_pids(PREFIX)
 
 
 @pytest.fixture(scope="module")
