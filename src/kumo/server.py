@@ -116,6 +116,7 @@ async def build_services(settings: Settings, say: Say = lambda _m: None) -> Serv
         services.providers.add(handler)  # container registries: ARM types with their own data plane
     lifecycle.register_operations(services)
     operations.register("vm.power", services.vms.power_operation)
+    operations.register("vm.runCommand", services.vms.run_command_operation)
     resource_groups.register_operations(services)
     return services
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.core.exceptions import HttpResponseError
 
 from kumo.compute.marketplace import ImageCatalog
 from kumo.config import default_vm_images_dir
@@ -187,6 +188,22 @@ def test_sdk_vm_lifecycle(kumo: KumoServer, rg: str, network_client: Any, comput
     sizes = [s.name for s in compute_client.virtual_machines.list_available_sizes(rg, "vm1")]
     assert "Standard_B1s" in sizes and "Standard_B2s" in sizes
 
+    # run command: the script runs as root in the guest (through the guest agent), parameters as $1…
+    result = compute_client.virtual_machines.begin_run_command(rg, "vm1", {
+        "commandId": "RunShellScript", "script": ['echo "$1 from $(hostname) as $(id -un) $GREETING"', "echo e >&2"],
+        "parameters": [{"name": "arg1", "value": "hi"}, {"name": "GREETING", "value": "x y"}]}).result()
+    assert result.value[0].code == "ProvisioningState/succeeded", result.value[0].message
+    assert "[stdout]\nhi from vm1 as root x y\n" in result.value[0].message
+    assert "[stderr]\ne\n" in result.value[0].message
+    failed = compute_client.virtual_machines.begin_run_command(rg, "vm1", {
+        "commandId": "RunShellScript", "script": ["exit 3"]}).result()
+    assert "exit status=3" in failed.value[0].message and failed.value[0].code == "ProvisioningState/failed"
+    with pytest.raises(HttpResponseError) as err:
+        compute_client.virtual_machines.begin_run_command(rg, "vm1", {"commandId": "RunPowerShellScript"})
+    assert err.value.status_code == 400 and "not supported for os type Linux" in str(err.value)
+    listed = list(compute_client.virtual_machines.list_all(status_only="true"))
+    assert power_state(next(v for v in listed if v.name == "vm1").instance_view) == "PowerState/running"
+
     updated = compute_client.virtual_machines.begin_update(rg, "vm1", {"tags": {"env": "test"}}).result()
     assert updated.tags == {"env": "test"}
 
@@ -226,6 +243,14 @@ def test_az_vm_commands(kumo: KumoServer, rg: str, ssh_key: Path) -> None:
     to_ssh = wait_ssh(ssh_key, target, 30) + created
     r = ssh(ssh_key, target, "hostname")
     assert r.returncode == 0 and r.stdout.strip() == "vm1", r.stderr
+    invoked = kumo.az("vm", "run-command", "invoke", "-g", rg, "-n", "vm1", "--command-id", "RunShellScript",
+                      "--scripts", 'echo "$1-$(hostname)"', "--parameters", "hello")
+    assert "[stdout]\nhello-vm1\n" in invoked["value"][0]["message"], invoked
+    not_enabled = kumo.az("vm", "boot-diagnostics", "get-boot-log", "-g", rg, "-n", "vm1", check=False)
+    assert not_enabled.returncode != 0 and "enable boot diagnostics" in not_enabled.stderr.lower()
+    kumo.az("vm", "boot-diagnostics", "enable", "-g", rg, "-n", "vm1")
+    boot_log = kumo.az("vm", "boot-diagnostics", "get-boot-log", "-g", rg, "-n", "vm1", check=False)
+    assert boot_log.returncode == 0 and "KUMO-VM-READY host=vm1" in boot_log.stdout, boot_log.stderr[-500:]
 
     shown = kumo.az("vm", "show", "-d", "-g", rg, "-n", "vm1")
     assert shown["powerState"] == "VM running" and shown["publicIps"] == out["publicIpAddress"]

@@ -19,6 +19,7 @@ from kumo.arm.errors import ArmError
 from kumo.providers.compute.marketplace import ALIAS_DOC_PATH, Marketplace
 from kumo.registry.service import RegistryService
 from kumo.controllers.container_groups import sessions
+from kumo.controllers.virtual_machines import boot_diagnostics
 
 log = logging.getLogger("kumo.arm")
 ALL_METHODS = ["GET", "HEAD", "PUT", "PATCH", "POST", "DELETE", "OPTIONS"]
@@ -82,6 +83,7 @@ def build_app(services: Services) -> ASGIApp:
         *([Route(ALIAS_DOC_PATH, market.serve_alias_doc)] if (market := Marketplace.of(services)) else []),
         *services.identity.routes(),
         WebSocketRoute(sessions.PATH, services.containers.sessions.serve),
+        Route(boot_diagnostics.PATH, services.vms.boot_logs.serve),
         *(registry.catalog_routes() if (registry := RegistryService.of(services)) else []),  # catalog at /v2/
         Route("/{path:path}", arm, methods=ALL_METHODS),
     ]

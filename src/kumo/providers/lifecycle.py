@@ -232,7 +232,10 @@ async def list_resources(ctx: "RequestContext", handler: ResourceType, subscript
             return await tx.list_resources(subscription.lower(), resource_group=resource_group, type=handler.key,
                                            parent_key=parent.key if parent else None, after_key=after, limit=n)
 
-    return JSONResponse(await keyset_page(ctx, fetch, lambda r: r.key, handler.view))
+    # `$expand=instanceView`, or a VM list's `statusOnly=true` (each with its instance view)
+    expand = ctx.query("$expand") or ("instanceView" if (ctx.query("statusOnly") or "").lower() == "true" else "")
+    view = (lambda r: handler.expanded_view(r, expand)) if expand else handler.view
+    return JSONResponse(await keyset_page(ctx, fetch, lambda r: r.key, view))
 
 
 async def run_action(ctx: "RequestContext", rid: ResourceId, handler: ResourceType, action: str,

@@ -34,6 +34,8 @@ from kumo.compute.marketplace import ImageCatalog, MarketplaceImage
 from kumo.controllers.network import NetworkController, short_hash
 from kumo.drivers.vms import NicSpec, QemuDriver, VmFailure, VmSpec
 from kumo.drivers import hostcmd
+from kumo.controllers.virtual_machines import run_command
+from kumo.controllers.virtual_machines.boot_diagnostics import BootLogUrls
 from kumo.images.vm import BOOT_APPEND, FW_CFG_KEYS, READY_MARKER
 from kumo.providers.compute.vm_schema import INTERNAL, primary_nic
 from kumo.providers.network.public_ips import allocate_address, release_address
@@ -82,6 +84,7 @@ class VmController:
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._expected_exit: set[str] = set()
         self._started: asyncio.Task[None] | None = None
+        self.boot_logs = BootLogUrls(self._boot_log)
 
     # -- start: a driver named after the network site, then re-adopt or clean up ---------------------
     async def start(self) -> None:
@@ -428,6 +431,45 @@ class VmController:
         await self.converge(key, restart=bool(run.op.params.get("restart")),
                             skip_shutdown=bool(run.op.params.get("skipShutdown")))
         return None
+
+    async def begin_run_command(self, ctx: "RequestContext", vm: Resource) -> Response:
+        command = run_command.parse(await ctx.json_body())
+        self._require()
+        if (vm.body.get(INTERNAL) or {}).get("power", "running") != "running" or vm.provisioning_state != "Succeeded":
+            raise run_command.not_running(vm.name)
+        services = ctx.services
+        op = services.operations.new(subscription_id=vm.subscription_id, namespace="Microsoft.Compute",
+                                     location=vm.location or "local", kind="vm.runCommand", resource_key=vm.key,
+                                     params=command)
+        async with self.store.write() as tx:
+            await tx.add_operation(op)
+        services.operations.launch(op)
+        return Response(status_code=202, headers=services.operations.headers(op, ctx.base_url, ctx.api_version,
+                                                                             location=True))
+
+    async def run_command_operation(self, run: Any) -> dict[str, Any]:
+        driver = self._require()
+        key = run.op.resource_key
+        vid = self.vm_id(key)
+        if not (await driver.status(vid)).running:
+            raise run_command.not_running(key.rsplit("/", 1)[-1])
+        try:
+            code, out, err = await driver.agent_exec(vid, run_command.argv(run.op.params),
+                                                     input=run.op.params["script"], timeout=run_command.TIMEOUT)
+        except TimeoutError as e:
+            raise ArmError(409, "VMAgentStatusCommunicationError", f"The run command did not finish: {e}") from None
+        except VmFailure as e:
+            raise ArmError(409, "VMAgentStatusCommunicationError", f"The guest agent of the virtual machine did not "
+                           f"answer: {e}") from None
+        return run_command.result(code, out, err)
+
+    async def _boot_log(self, key: str) -> str | None:
+        async with self.store.read() as tx:
+            if await tx.get_resource(key) is None:
+                return None
+        if self.driver is None:
+            return ""
+        return await self.driver.serial_log(self.vm_id(key))
 
     # -- delete ---------------------------------------------------------------------------------------
     async def remove(self, vm: Resource) -> None:

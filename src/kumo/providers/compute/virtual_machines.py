@@ -17,6 +17,7 @@ from kumo.arm.errors import ArmError, bad_request
 from kumo.arm.ids import ResourceId
 from kumo.compute import sizes
 from kumo.compute.marketplace import ImageCatalog
+from kumo.controllers.virtual_machines.boot_diagnostics import DEFAULT_MINUTES, MAX_MINUTES
 from kumo.providers.base import ResourceType
 from kumo.providers.compute import API_VERSIONS, NAMESPACE, vm_schema
 from kumo.providers.compute.vm_schema import INTERNAL
@@ -33,6 +34,10 @@ VM_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}[A-Za-z0-9_]$|^[A-Za-z0-
 
 def internal(resource: Resource) -> dict[str, Any]:
     return resource.body.setdefault(INTERNAL, {})
+
+
+def _bool(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.lower() == "true")
 
 
 def _nic_ids(body: dict[str, Any] | None) -> set[str]:
@@ -126,10 +131,60 @@ class VirtualMachines(ResourceType):
         await services.vms.remove(resource)
 
     actions = {"start": "start", "poweroff": "power_off", "restart": "restart", "deallocate": "deallocate",
+               "redeploy": "redeploy", "generalize": "generalize", "runcommand": "run_command",
+               "retrievebootdiagnosticsdata": "boot_diagnostics_data",
                "instanceview": "get_instance_view", "vmsizes": "vm_sizes"}
 
     async def start(self, ctx: "RequestContext", resource: Resource) -> Response:
+        if internal(resource).get("generalized"):
+            raise ArmError(409, "OperationNotAllowed", f"Operation 'start' is not allowed on VM '{resource.name}' "
+                           "since the VM is generalized.")
         return await ctx.services.vms.begin_power(ctx, resource, "running")
+
+    async def redeploy(self, ctx: "RequestContext", resource: Resource) -> Response:
+        """Azure moves the VM to another host and boots it there: here, a cold boot on a new QEMU."""
+        if internal(resource).get("generalized"):
+            raise ArmError(409, "OperationNotAllowed", f"Operation 'redeploy' is not allowed on VM "
+                           f"'{resource.name}' since the VM is generalized.")
+        running = internal(resource).get("power", "running") == "running"
+        return await ctx.services.vms.begin_power(ctx, resource, "running", restart=running)
+
+    async def generalize(self, ctx: "RequestContext", resource: Resource) -> Response:
+        """Marks the VM generalized (after `waagent -deprovision` in the guest, Azure's step 1): it can no
+        longer start, and `Microsoft.Compute/images` can capture it. Azure wants it stopped first."""
+        if internal(resource).get("power", "running") == "running":
+            raise ArmError(409, "OperationNotAllowed", f"Operation 'generalize' is not allowed on VM "
+                           f"'{resource.name}' since the VM is running. Deallocate it first (az vm deallocate).")
+        async with ctx.services.store.write() as tx:
+            row = await tx.get_resource(resource.key)
+            if row is None:
+                raise ArmError(404, "ResourceNotFound", f"The virtual machine '{resource.name}' was not found.")
+            internal(row)["generalized"] = True
+            await tx.put_resource(row)
+        return Response(status_code=200)
+
+    async def run_command(self, ctx: "RequestContext", resource: Resource) -> Response:
+        if ctx.method != "POST":
+            raise bad_request("InvalidAction", "runCommand is invoked with POST.")
+        return await ctx.services.vms.begin_run_command(ctx, resource)
+
+    async def boot_diagnostics_data(self, ctx: "RequestContext", resource: Resource) -> Response:
+        """`az vm boot-diagnostics get-boot-log[-uris]`: a time-limited URL of the serial console log."""
+        boot = ((resource.body["properties"].get("diagnosticsProfile") or {}).get("bootDiagnostics") or {})
+        if not _bool(boot.get("enabled")):
+            raise ArmError(409, "OperationNotAllowed", f"Boot diagnostics is not enabled for virtual machine "
+                           f"'{resource.name}'. Enable it first: az vm boot-diagnostics enable -g <group> "
+                           f"-n {resource.name}")
+        try:
+            minutes = int(ctx.query("sasUriExpirationTimeInMinutes") or DEFAULT_MINUTES)
+        except ValueError:
+            raise bad_request("InvalidParameter", "sasUriExpirationTimeInMinutes must be an integer.",
+                              "sasUriExpirationTimeInMinutes") from None
+        if not 1 <= minutes <= MAX_MINUTES:
+            raise bad_request("InvalidParameter", f"sasUriExpirationTimeInMinutes must be between 1 and "
+                              f"{MAX_MINUTES}.", "sasUriExpirationTimeInMinutes")
+        url = ctx.services.vms.boot_logs.url(ctx.base_url, resource.key, minutes)
+        return JSONResponse({"serialConsoleLogBlobUri": url})
 
     async def power_off(self, ctx: "RequestContext", resource: Resource) -> Response:
         skip = (ctx.query("skipShutdown") or "").lower() == "true"
