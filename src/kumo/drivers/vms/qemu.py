@@ -13,6 +13,11 @@ serial log), so a restarted kumo re-adopts running VMs by id, and every method i
 * Accelerator: `accelerator()` boots a canary VM with KVM (`-cpu host`) and falls back to TCG when it
   does not reach the readiness marker in time; the answer is cached in `<root>/accel.json`. On PVM hosts
   (kvm_pvm, no vmx/svm) stock kernels cannot run under KVM at all (QEMU aborts at once), so TCG it is.
+* Golden snapshots (the fast path to a running VM; a TCG boot takes seconds to minutes): a VM started with
+  its RAM in a file (`VmSpec.ram_file`, `ram_shared=True`) is saved by `save_golden` as a ~1 MB device
+  state (migration with `x-ignore-shared`: the RAM stays in its file) plus that RAM file and its disks;
+  `start_clone` restores it into a new VM in ~0.1 s, mapping the RAM file privately (copy-on-write, so
+  clones share the host page cache). QEMU 7.2 has no `file:` migration URI, hence `exec:cat`.
 """
 
 from __future__ import annotations
@@ -21,14 +26,17 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,7 +44,8 @@ from qemu.qmp import QMPClient
 from qemu.qmp.error import QMPError
 
 from kumo.drivers import hostcmd
-from kumo.drivers.vms.spec import ABSENT, AgentError, VmFailure, VmPaths, VmSpec, VmStatus
+from kumo.drivers.vms.spec import (ABSENT, AgentError, GoldenSnapshot, VmFailure, VmPaths, VmSpec, VmStatus,
+                                   clone_mismatches, clone_spec)
 
 log = logging.getLogger("kumo.vms")
 
@@ -176,6 +185,7 @@ class QemuDriver:
         self._agents: dict[str, _Agent] = {}
         self._accel: Accel | None = None
         self._children: dict[int, asyncio.subprocess.Process] = {}
+        self._version: tuple[tuple[int, int], str] | None = None  # ((size, mtime_ns) of the binary, --version)
 
     # ---- paths and helpers --------------------------------------------------------------------------
 
@@ -279,6 +289,38 @@ class QemuDriver:
             with contextlib.suppress(Exception):
                 await qmp.disconnect()
 
+    @contextlib.asynccontextmanager
+    async def _qmp_session(self, vid: str, timeout: float = QMP_TIMEOUT) -> AsyncIterator[QMPClient]:
+        """One QMP connection for a sequence of commands that belong together (the caller holds the lock)."""
+        qmp = QMPClient(vid)
+        try:
+            async with asyncio.timeout(timeout):
+                await qmp.connect(str(self.paths(vid).qmp))
+            yield qmp
+        finally:
+            with contextlib.suppress(Exception):
+                await qmp.disconnect()
+
+    @staticmethod
+    async def _exec(qmp: QMPClient, command: str, arguments: dict[str, Any] | None = None,
+                    timeout: float = QMP_TIMEOUT) -> Any:
+        async with asyncio.timeout(timeout):
+            return await qmp.execute(command, arguments)
+
+    async def _wait_migration(self, qmp: QMPClient, vid: str, timeout: float) -> dict[str, Any]:
+        """Poll query-migrate (on either end) until the migration completed; VmFailure if it failed."""
+        t0 = time.monotonic()
+        while True:
+            info = await self._exec(qmp, "query-migrate")
+            status = info.get("status")
+            if status == "completed":
+                return info
+            if status in ("failed", "cancelled"):
+                raise VmFailure(f"{vid}: migration {status}: {info.get('error-desc', '')}")
+            if time.monotonic() - t0 > timeout:
+                raise VmFailure(f"{vid}: migration not completed after {timeout:.0f}s (status {status})")
+            await asyncio.sleep(0.01)
+
     # ---- state --------------------------------------------------------------------------------------
 
     async def status(self, vid: str) -> VmStatus:
@@ -297,7 +339,10 @@ class QemuDriver:
                     return VmStatus("stopped")
                 log.debug("%s: QMP query-status failed: %s", vid, e)
                 return VmStatus("unresponsive", pid=pid)
-        qs = str(st.get("status"))
+        return self._status_of(pid, str(st.get("status")))
+
+    @staticmethod
+    def _status_of(pid: int, qs: str) -> VmStatus:
         state = "running" if qs == "running" else "shutdown" if qs in ("shutdown", "guest-panicked") else "paused"
         return VmStatus(state, pid=pid, qmp_status=qs)  # type: ignore[arg-type]
 
@@ -364,8 +409,11 @@ class QemuDriver:
             khz = _host_tsc_khz()
             if khz:  # microvm under TCG cannot calibrate the TSC without it (it hangs 3 boots in 4)
                 append = f"{append} tsc_early_khz={khz}".strip()
+        machine = spec.machine
+        if spec.ram_file:  # the RAM block is then "ram0" (not "pc.ram"): golden and clones both use this
+            machine += ",memory-backend=ram0"
         args = [self.qemu, "-name", f"guest={spec.id},debug-threads=on", "-nodefaults", "-no-user-config",
-                "-display", "none", "-machine", spec.machine,
+                "-display", "none", "-machine", machine,
                 "-accel", f"tcg,tb-size={spec.tb_size_mib}" if accel == "tcg" else "kvm",
                 "-cpu", "max" if accel == "tcg" else "host",
                 "-smp", str(spec.vcpus), "-m", f"{spec.memory_mib}M",
@@ -376,6 +424,9 @@ class QemuDriver:
                 "-chardev", f"socket,id=qga0,path={_opt(str(p.qga))},server=on,wait=off",
                 "-device", f"virtserialport,bus=vser0.0,chardev=qga0,name={QGA_PORT}",
                 "-device", dev("virtio-rng")]
+        if spec.ram_file:
+            args += ["-object", f"memory-backend-file,id=ram0,size={spec.memory_mib}M,mem-path={_opt(spec.ram_file)}"
+                                f",share={'on' if spec.ram_shared else 'off'}"]
         if spec.initrd:
             args += ["-initrd", spec.initrd]
         for i, d in enumerate(spec.disks):
@@ -407,6 +458,15 @@ class QemuDriver:
                 raise VmFailure(f"{spec.id}: {path} does not exist")
         if spec.netns and not os.path.exists(f"/run/netns/{spec.netns}"):
             raise VmFailure(f"{spec.id}: network namespace {spec.netns} does not exist")
+        if spec.ram_file:
+            ram = Path(spec.ram_file)
+            if not ram.is_absolute():
+                raise ValueError(f"{spec.id}: ram_file {ram} must be an absolute path")
+            if ram.is_dir() or not ram.parent.is_dir():  # a directory would get an unlinked temporary file
+                raise VmFailure(f"{spec.id}: ram_file {ram} must be a file in an existing directory")
+            size = ram.stat().st_size if ram.exists() else 0
+            if 0 < size < spec.memory_mib << 20:
+                raise VmFailure(f"{spec.id}: ram_file {ram} holds {size} bytes, less than {spec.memory_mib} MiB")
 
     async def start(self, spec: VmSpec) -> VmStatus:
         """Start QEMU for `spec`; returns once its QMP monitor answers (the guest is booting). A VM
@@ -414,43 +474,47 @@ class QemuDriver:
         await asyncio.to_thread(self._validate, spec)
         accel = spec.accel or await self.accelerator()
         async with self._lock(spec.id):
-            p = self.paths(spec.id)
             pid = await asyncio.to_thread(self._pid, spec.id)
             if pid is not None:
                 return VmStatus("running", pid=pid)
-            await self._close_agent(spec.id)
-            argv = self.argv(spec, accel)
-            full = (["nsenter", f"--net=/run/netns/{spec.netns}", "--"] if spec.netns else []) + argv
+            return await self._spawn(spec, accel)
 
-            def prepare() -> None:
-                p.state_dir.mkdir(parents=True, exist_ok=True)
-                for stale in (p.qmp, p.qga, p.pidfile, p.serial):
-                    stale.unlink(missing_ok=True)
-                p.spec.write_text(json.dumps(dataclasses.asdict(spec), indent=1))
-                p.argv.write_text(json.dumps(full))
-            await asyncio.to_thread(prepare)
-            # stdio to a file, never a pipe: QEMU outlives us. Its own session: no signals from our tty.
-            with open(p.stderr, "ab") as out:
-                proc = await asyncio.create_subprocess_exec(
-                    *full, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, cwd=p.state_dir,
-                    start_new_session=True)
-            self._children[proc.pid] = proc  # asyncio reaps it when it exits while we run
-            await asyncio.to_thread(p.pidfile.write_text, f"{proc.pid}\n")
-            try:
-                async with asyncio.timeout(30):
-                    while not await asyncio.to_thread(p.qmp.exists):
-                        if proc.returncode is not None:
-                            break
-                        await asyncio.sleep(0.02)
-            except TimeoutError:
-                pass
-            if proc.returncode is not None or not p.qmp.exists():
-                if proc.returncode is None:
-                    await self._signal(proc.pid, signal.SIGKILL)
-                await proc.wait()
-                tail = await self._stderr_tail(spec.id)
-                raise VmFailure(f"{spec.id}: QEMU exited ({proc.returncode}) at start: {tail}")
-            return VmStatus("running", pid=proc.pid)
+    async def _spawn(self, spec: VmSpec, accel: Accel, extra: tuple[str, ...] = ()) -> VmStatus:
+        """Start QEMU (the caller holds the VM's lock and knows it is not running); returns once QMP is up."""
+        p = self.paths(spec.id)
+        await self._close_agent(spec.id)
+        argv = self.argv(spec, accel) + list(extra)
+        full = (["nsenter", f"--net=/run/netns/{spec.netns}", "--"] if spec.netns else []) + argv
+
+        def prepare() -> None:
+            p.state_dir.mkdir(parents=True, exist_ok=True)
+            for stale in (p.qmp, p.qga, p.pidfile, p.serial):
+                stale.unlink(missing_ok=True)
+            p.spec.write_text(json.dumps(dataclasses.asdict(spec), indent=1))
+            p.argv.write_text(json.dumps(full))
+        await asyncio.to_thread(prepare)
+        # stdio to a file, never a pipe: QEMU outlives us. Its own session: no signals from our tty.
+        with open(p.stderr, "ab") as out:
+            proc = await asyncio.create_subprocess_exec(
+                *full, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, cwd=p.state_dir,
+                start_new_session=True)
+        self._children[proc.pid] = proc  # asyncio reaps it when it exits while we run
+        await asyncio.to_thread(p.pidfile.write_text, f"{proc.pid}\n")
+        try:
+            async with asyncio.timeout(30):
+                while not await asyncio.to_thread(p.qmp.exists):
+                    if proc.returncode is not None:
+                        break
+                    await asyncio.sleep(0.02)
+        except TimeoutError:
+            pass
+        if proc.returncode is not None or not p.qmp.exists():
+            if proc.returncode is None:
+                await self._signal(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            tail = await self._stderr_tail(spec.id)
+            raise VmFailure(f"{spec.id}: QEMU exited ({proc.returncode}) at start: {tail}")
+        return VmStatus("running", pid=proc.pid)
 
     # ---- stop and remove ----------------------------------------------------------------------------
 
@@ -576,3 +640,218 @@ class QemuDriver:
         if code is None:
             code = 128 + int(st.get("signal", 0))
         return (int(code), base64.b64decode(st.get("out-data", "")), base64.b64decode(st.get("err-data", "")))
+
+    # ---- golden snapshots and clones ----------------------------------------------------------------
+
+    async def qemu_version(self) -> str:
+        """`qemu-system-x86_64 --version`'s first line (a restore needs the QEMU that saved), cached per binary."""
+        st = await asyncio.to_thread(os.stat, self.qemu)
+        key = (st.st_size, st.st_mtime_ns)
+        if self._version is None or self._version[0] != key:
+            proc = await asyncio.create_subprocess_exec(self.qemu, "--version", stdout=subprocess.PIPE,
+                                                        stderr=subprocess.DEVNULL)
+            out, _ = await proc.communicate()
+            self._version = (key, out.decode(errors="replace").split("\n")[0].strip())
+        return self._version[1]
+
+    async def save_golden(self, vid: str, dest: Path | str, *, timeout: float = 120) -> GoldenSnapshot:
+        """Save running VM `vid` as a golden snapshot in directory `dest`, for start_clone; QEMU quits.
+
+        The VM must have been started with `ram_file` and `ram_shared=True`: its RAM is then already in
+        that file, so with `x-ignore-shared` the migration stream written to `<dest>/state.mig` holds only
+        the device state (~1 MB, tens of ms). The VM is stopped first (so clones come up paused and are
+        `cont`inued by start_clone) and quits after, which flushes its disks. Then:
+        * the RAM file moves to `<dest>/ram` unless it is in `dest` already (put it there to avoid a copy
+          across filesystems);
+        * the VM's disks are referenced where they are: they are the snapshot's frozen disks, the backing
+          files of every clone's overlay. The caller must never write to them again: do not start this VM
+          again on them (remove() it: that deletes its state dir, never its disks).
+        RAM file, state and disks are fsynced, then `<dest>/golden.json` is written (load_golden reads it
+        back after a restart). On failure before the stream is complete the VM runs on (`cont`)."""
+        self._check_id(vid)
+        dest = Path(dest).absolute()
+        p = self.paths(vid)
+        pid = await asyncio.to_thread(self._pid, vid)
+        if pid is None:
+            raise VmFailure(f"{vid}: VM is not running")
+        try:
+            spec = VmSpec.from_dict(json.loads(await asyncio.to_thread(p.spec.read_text)))
+        except (OSError, ValueError, TypeError) as e:
+            raise VmFailure(f"{vid}: cannot read the spec it was started from ({p.spec}): {e}") from e
+        if not spec.ram_file or not spec.ram_shared:
+            raise VmFailure(f"{vid}: a golden snapshot needs a VM started with ram_file and ram_shared=True")
+        spec = dataclasses.replace(spec, accel=spec.accel or await self.accelerator())
+        version = await self.qemu_version()
+        state = dest / "state.mig"
+
+        def prepare() -> None:
+            dest.mkdir(parents=True, exist_ok=True)
+            if (dest / GoldenSnapshot.FILE).exists():
+                raise VmFailure(f"{dest} already holds a golden snapshot")
+            state.unlink(missing_ok=True)
+        await asyncio.to_thread(prepare)
+        await self._close_agent(vid)  # no agent exchange half done in the saved guest
+        t0 = time.monotonic()
+        async with self._lock(vid):
+            try:
+                async with self._qmp_session(vid) as qmp:
+                    await self._exec(qmp, "migrate-set-capabilities", {"capabilities": [
+                        {"capability": "x-ignore-shared", "state": True}]})
+                    await self._exec(qmp, "stop")
+                    try:
+                        await self._exec(qmp, "migrate", {"uri": f"exec:cat > {shlex.quote(str(state))}"})
+                        await self._wait_migration(qmp, vid, timeout)
+                    except BaseException:
+                        with contextlib.suppress(Exception):  # the VM was fine before: let it run on
+                            await self._exec(qmp, "cont")
+                        await asyncio.to_thread(state.unlink, True)
+                        raise
+                    with contextlib.suppress(QMPError, OSError, TimeoutError):
+                        await self._exec(qmp, "quit")
+            except (QMPError, OSError, TimeoutError) as e:
+                raise VmFailure(f"{vid}: saving a golden snapshot failed: {e}") from e
+            if not await hostcmd.wait_pid(pid, 30):
+                await self._reap(pid)
+            child = self._children.pop(pid, None)
+            if child is not None:
+                await child.wait()
+        log.info("%s: saved as golden snapshot %s in %.2fs", vid, dest, time.monotonic() - t0)
+        return await self._finish_golden(spec, dest, state, version)
+
+    async def _finish_golden(self, spec: VmSpec, dest: Path, state: Path, version: str) -> GoldenSnapshot:
+        assert spec.ram_file
+        ram = Path(spec.ram_file)
+        if ram.parent != dest:
+            target = dest / "ram"
+            try:
+                await asyncio.to_thread(os.replace, ram, target)
+                moved = True
+            except OSError as e:
+                if e.errno != errno.EXDEV:
+                    raise VmFailure(f"cannot move {ram} to {target}: {e}") from e
+                moved = False
+            if not moved:  # another filesystem
+                proc = await asyncio.create_subprocess_exec("cp", "--sparse=always", "--", str(ram), str(target),
+                                                            stderr=subprocess.PIPE)
+                _, err = await proc.communicate()
+                if proc.returncode != 0:
+                    raise VmFailure(f"cannot copy {ram} to {target}: {err.decode(errors='replace').strip()}")
+                await asyncio.to_thread(ram.unlink)
+            ram = target
+        golden = GoldenSnapshot(directory=str(dest), state=str(state), ram_file=str(ram), disks=spec.disks,
+                                spec=spec, qemu_version=version, saved_at=time.time())
+
+        def persist() -> None:
+            for path in (ram, state, *(Path(d.path) for d in spec.disks)):
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            tmp = dest / (GoldenSnapshot.FILE + ".tmp")
+            tmp.write_text(json.dumps(golden.to_dict(), indent=1))
+            os.replace(tmp, dest / GoldenSnapshot.FILE)
+            fd = os.open(dest, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        await asyncio.to_thread(persist)
+        return golden
+
+    async def load_golden(self, dest: Path | str) -> GoldenSnapshot:
+        """The golden snapshot save_golden wrote in `dest` (VmFailure when there is none or a file is gone)."""
+        def read() -> GoldenSnapshot:
+            try:
+                golden = GoldenSnapshot.from_dict(json.loads((Path(dest) / GoldenSnapshot.FILE).read_text()))
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise VmFailure(f"no usable golden snapshot in {dest}: {e}") from e
+            for f in (golden.state, golden.ram_file, *(d.path for d in golden.disks)):
+                if not os.path.isfile(f):
+                    raise VmFailure(f"golden snapshot {dest}: {f} is missing")
+            return golden
+        return await asyncio.to_thread(read)
+
+    async def remove_golden(self, golden: GoldenSnapshot) -> None:
+        """Delete the snapshot's directory (state, RAM file, golden.json), never its disks (the caller's).
+        Running clones keep their mapping of the RAM file; restoring more needs the directory."""
+        await asyncio.to_thread(shutil.rmtree, golden.directory, True)
+
+    async def start_clone(self, spec: VmSpec, golden: GoldenSnapshot, *, link_down: bool = True,
+                          timeout: float = 60) -> VmStatus:
+        """Start VM `spec` from a golden snapshot: the guest resumes where the golden was saved, running.
+
+        `spec` must describe the golden's machine (clone_mismatches says what must match and what may
+        differ). Its disks must be fresh qcow2 overlays whose backing files are the golden's frozen disks,
+        in the same order (`qemu-img create -f qcow2 -b <golden.disks[i].path> -F <format> <overlay>`, one
+        per clone, never shared): the guest's page cache believes the disk is exactly as it was at the save.
+        Its RAM is the golden's RAM file mapped privately (share=off, copy-on-write: clones share the page
+        cache of what they only read); `spec.ram_file`/`ram_shared` are ignored. QEMU starts with
+        `-incoming defer`, loads the device state, then (with `link_down`) unplugs every NIC so the clone
+        is not on the network with the golden's identity (MAC, IP, host keys), and `cont`inues. The caller
+        re-identifies the guest through the agent, then set_link(vid, i, True). Idempotent: a clone already
+        restored is returned as is; one left half restored (QEMU still waiting for its state) starts over."""
+        why = clone_mismatches(golden.spec, spec)
+        if why:
+            raise ValueError(f"{spec.id} cannot be a clone of {golden.directory}: {'; '.join(why)}")
+        version = await self.qemu_version()
+        if version != golden.qemu_version:
+            raise VmFailure(f"golden snapshot {golden.directory} was saved by {golden.qemu_version!r}, "
+                            f"this QEMU is {version!r}")
+        spec = clone_spec(spec, golden)
+        accel = spec.accel or await self.accelerator()
+        await asyncio.to_thread(self._validate, spec)
+        if not await asyncio.to_thread(os.path.isfile, golden.state):
+            raise VmFailure(f"golden snapshot {golden.directory}: {golden.state} is missing")
+        vid = spec.id
+        async with self._lock(vid):
+            pid = await asyncio.to_thread(self._pid, vid)
+            if pid is not None:
+                try:
+                    qs = str((await self._qmp(vid, "query-status")).get("status"))
+                except (QMPError, OSError, TimeoutError) as e:
+                    raise VmFailure(f"{vid}: QEMU runs but its QMP monitor did not answer: {e}") from e
+                if qs not in ("inmigrate", "prelaunch"):
+                    return self._status_of(pid, qs)
+                await self._reap(pid)  # a restore interrupted half way: start over
+            t0 = time.monotonic()
+            st = await self._spawn(spec, accel, ("-incoming", "defer"))
+            assert st.pid is not None
+            try:
+                async with self._qmp_session(vid) as qmp:
+                    await self._exec(qmp, "migrate-set-capabilities", {"capabilities": [
+                        {"capability": "x-ignore-shared", "state": True}]})
+                    await self._exec(qmp, "migrate-incoming", {"uri": f"exec:cat {shlex.quote(golden.state)}"})
+                    await self._wait_migration(qmp, vid, timeout)
+                    if link_down:  # after the load: the migrated virtio-net state carries the golden's link
+                        for i in range(len(spec.nics)):
+                            await self._exec(qmp, "set_link", {"name": f"net{i}", "up": False})
+                    await self._exec(qmp, "cont")  # the golden was stopped when saved: it restores paused
+                    qs = str((await self._exec(qmp, "query-status")).get("status"))
+            except (QMPError, OSError, TimeoutError, VmFailure) as e:
+                exited = await asyncio.to_thread(self._pid, vid) is None  # QEMU quits on a stream it cannot load
+                await self._reap(st.pid)
+                tail = await self._stderr_tail(vid)
+                why = "QEMU exited while loading it" if exited else str(e)
+                raise VmFailure(f"{vid}: restoring golden snapshot {golden.directory} failed: {why}"
+                                + (f": {tail}" if tail else "")) from e
+        log.info("%s: restored from %s in %.2fs (%s)", vid, golden.directory, time.monotonic() - t0, qs)
+        return self._status_of(st.pid, qs)
+
+    async def _reap(self, pid: int) -> None:
+        """SIGKILL a QEMU of ours and wait until it is gone."""
+        await self._signal(pid, signal.SIGKILL)
+        await hostcmd.wait_pid(pid, 10)
+        child = self._children.pop(pid, None)
+        if child is not None:
+            await child.wait()
+
+    async def set_link(self, vid: str, nic_index: int, up: bool) -> None:
+        """Plug (`up`) or unplug NIC `nic_index`'s cable: the guest sees the virtio-net link change."""
+        if await asyncio.to_thread(self._pid, vid) is None:
+            raise VmFailure(f"{vid}: VM is not running")
+        async with self._lock(vid):
+            try:
+                await self._qmp(vid, "set_link", {"name": f"net{nic_index}", "up": up})
+            except QMPError as e:
+                raise VmFailure(f"{vid}: set_link net{nic_index}: {e}") from e
