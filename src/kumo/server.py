@@ -22,6 +22,7 @@ from kumo.arm.context import Services
 from kumo.arm.lro import Operations
 from kumo.config import Settings
 from kumo.controllers.container_groups.controller import ContainerController
+from kumo.controllers.disks import DiskController, catalog_resolver
 from kumo.controllers.network import NetworkController
 from kumo.controllers.virtual_machines.controller import VmController
 from kumo.identity import directory
@@ -31,7 +32,7 @@ from kumo.identity.tokens import TokenSigner
 from kumo.providers import lifecycle
 from kumo.providers.base import ProviderRegistry, TypeInfo
 from kumo.compute.marketplace import ImageCatalog
-from kumo.providers.compute import marketplace, sizes, virtual_machines
+from kumo.providers.compute import disks, images, marketplace, sizes, snapshots, virtual_machines
 from kumo.providers.container_instance import container_groups
 from kumo.providers.network import (load_balancers, network_interfaces, public_ips, security_groups,
                                     virtual_networks)
@@ -86,6 +87,10 @@ def build_registry(settings: Settings) -> ProviderRegistry:
     catalog = ImageCatalog(settings.vm_images_dir)
     registry.add_reads(marketplace.Marketplace(catalog))
     registry.add(virtual_machines.VirtualMachines(catalog))
+    resolver = catalog_resolver(catalog)
+    registry.add(disks.Disks(resolver))
+    registry.add(snapshots.Snapshots(resolver))
+    registry.add(images.Images())
     return registry
 
 
@@ -110,7 +115,9 @@ async def build_services(settings: Settings, say: Say = lambda _m: None) -> Serv
                         auth=Authenticator(signer, store, identity.arm_audiences), identity=identity,
                         network=network, containers=ContainerController(
                             store, paths.root, network, paths.ca_bundle, settings.image_mirrors),
-                        vms=VmController(store, paths.root, network, ImageCatalog(settings.vm_images_dir)))
+                        vms=VmController(store, paths.root, network, ImageCatalog(settings.vm_images_dir)),
+                        disks=DiskController(store, paths.root,
+                                             catalog_resolver(ImageCatalog(settings.vm_images_dir))))
     operations.services = services
     for handler in container_registry.handlers(RegistryService(settings, store, signer), settings):
         services.providers.add(handler)  # container registries: ARM types with their own data plane
@@ -162,6 +169,9 @@ async def serve(settings: Settings, say: Say = print) -> None:
     await services.containers.start()
     if services.containers.unavailable:
         say(f"container groups are unavailable: {services.containers.unavailable}")
+    await services.disks.start()
+    if services.disks.unavailable:
+        say(f"disks are unavailable: {services.disks.unavailable}")
     await services.vms.start()
     if services.vms.unavailable:
         say(f"virtual machines are unavailable: {services.vms.unavailable}")

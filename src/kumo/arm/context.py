@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from kumo.arm.auth import Authenticator, Caller
     from kumo.arm.lro import Operations
     from kumo.controllers.container_groups.controller import ContainerController
+    from kumo.controllers.disks import DiskController
     from kumo.controllers.network import NetworkController
     from kumo.controllers.virtual_machines.controller import VmController
     from kumo.identity.endpoints import IdentityService
@@ -40,6 +41,7 @@ class Services:
     network: "NetworkController"
     containers: "ContainerController"
     vms: "VmController"
+    disks: "DiskController"
 
 
 def _depth(value: Any, limit: int) -> int:

@@ -35,6 +35,7 @@ class ResourceType:
     type_path: ClassVar[tuple[str, ...]]  # ("virtualNetworks",) or ("virtualNetworks", "subnets")
     api_versions: ClassVar[tuple[str, ...]]
     long_running: ClassVar[bool] = True  # PUT/DELETE answered as LROs (201/202 + Azure-AsyncOperation)
+    created_status: ClassVar[int] = 201  # a new resource's PUT (DiskRP answers 202, and its clients want that)
     tracked: ClassVar[bool] = True  # has location and tags (child resources do not)
     name_pattern: ClassVar[re.Pattern[str]] = GENERIC_NAME
     name_rule: ClassVar[str] = "The name must not contain <>%&:\\?/#* or control characters, nor end in '.' or ' '."

@@ -77,7 +77,7 @@ async def apply(ctx: "RequestContext", rid: ResourceId, handler: ResourceType,
     services = ctx.services
     resource, created, op = await apply_desired(services, rid, handler, request_body,
                                                 f"{ctx.method} by {ctx.caller.app_id}")
-    status = 201 if created else 200
+    status = handler.created_status if created else 200
     if op is None:
         return JSONResponse(handler.view(resource), status_code=status)
     headers = services.operations.headers(op, ctx.base_url, ctx.api_version, location=False)
