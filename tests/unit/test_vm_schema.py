@@ -47,12 +47,16 @@ def test_errors_name_the_property() -> None:
     assert error(body(hardwareProfile={"vmSize": "Standard_Z9"})).code == "InvalidParameter"
     assert error(body(storageProfile={"imageReference": {"id": "/x"}})).target == "storageProfile.imageReference.id"
     assert error(body(storageProfile={"imageReference": {"publisher": "a", "offer": "b", "sku": "c"},
-                                      "dataDisks": [{"lun": 0}]})).target == "storageProfile.dataDisks"
+                                      "dataDisks": [{"lun": 0}]})).target == "storageProfile.dataDisks[0].createOption"
+    assert error(body(storageProfile={"imageReference": {"publisher": "a", "offer": "b", "sku": "c"},
+                                      "dataDisks": [{"lun": 0, "createOption": "Empty"}]})).target == \
+        "storageProfile.dataDisks[0].diskSizeGB"
     assert error(body(availabilitySet={"id": "/x"})).target == "availabilitySet"
     assert error({**body(), "identity": {"type": "SystemAssigned"}}).target == "identity"
     assert error(body(osProfile={"adminUsername": "root", "linuxConfiguration": {
         "ssh": {"publicKeys": [{"keyData": KEY}]}}})).target == "osProfile.adminUsername"
-    assert error(body(osProfile={"adminUsername": "u1", "customData": "eA=="})).target == "osProfile.customData"
+    assert error(body(osProfile={"adminUsername": "u1", "customData": "not base64!"})).target == \
+        "osProfile.customData"
     assert error(body(networkProfile={"networkInterfaces": []})).target == "networkProfile.networkInterfaces"
 
 

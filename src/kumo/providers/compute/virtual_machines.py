@@ -130,6 +130,32 @@ class VirtualMachines(ResourceType):
     async def remove(self, services: "Services", resource: Resource) -> None:
         await services.vms.remove(resource)
 
+    async def removed(self, services: "Services", resource: Resource) -> None:
+        """Azure's deleteOption: NICs (with their public IPs marked Delete) and disks marked Delete go
+        with the VM; the rest is detached and stays."""
+        from kumo.providers.lifecycle import delete_tree
+
+        props = resource.body["properties"]
+        doomed = [n["id"] for n in props["networkProfile"]["networkInterfaces"]
+                  if (n.get("properties") or {}).get("deleteOption") == "Delete"]
+        storage = props.get("storageProfile") or {}
+        for disk in [storage.get("osDisk") or {}, *(storage.get("dataDisks") or [])]:
+            if disk.get("deleteOption") == "Delete" and (disk.get("managedDisk") or {}).get("id"):
+                doomed.append(disk["managedDisk"]["id"])
+        for rid in doomed:
+            async with services.store.read() as tx:
+                row = await tx.get_resource(rid.lower())
+                pips = []
+                for cfg in ((row.body.get("properties") or {}).get("ipConfigurations") or []) if row else []:
+                    pip_id = ((cfg.get("properties") or {}).get("publicIPAddress") or {}).get("id")
+                    pip = await tx.get_resource(pip_id.lower()) if pip_id else None
+                    if pip is not None and pip.body["properties"].get("deleteOption") == "Delete":
+                        pips.append(pip)
+            if row is not None:
+                await delete_tree(services, row)
+            for pip in pips:
+                await delete_tree(services, pip)
+
     actions = {"start": "start", "poweroff": "power_off", "restart": "restart", "deallocate": "deallocate",
                "redeploy": "redeploy", "generalize": "generalize", "runcommand": "run_command",
                "retrievebootdiagnosticsdata": "boot_diagnostics_data",

@@ -6,6 +6,7 @@ got: provisioningState, vmId, timeCreated, instanceView, …) are accepted and d
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 import uuid
@@ -80,27 +81,148 @@ def _hardware(props: dict[str, Any]) -> dict[str, Any]:
     return {"vmSize": size.name}
 
 
-def _storage(name: str, props: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
-    sp = _obj(props.get("storageProfile"), "storageProfile")
-    if sp.get("dataDisks"):
-        raise unsupported("storageProfile.dataDisks", "data disks")
-    if sp.get("diskControllerType") not in (None, "SCSI", "NVMe", "scsi", "nvme"):
-        raise bad_request("InvalidParameter", "storageProfile.diskControllerType must be SCSI or NVMe.",
-                          "storageProfile.diskControllerType")
+DISK_SKUS = ("Standard_LRS", "Premium_LRS", "StandardSSD_LRS", "UltraSSD_LRS", "Premium_ZRS", "StandardSSD_ZRS",
+             "PremiumV2_LRS")
+IMAGE_TYPE = "microsoft.compute/images"
+DISK_TYPE = "microsoft.compute/disks"
+
+
+def _sku(value: Any, field: str, default: str | None) -> str | None:
+    if value is None:
+        return default
+    found = next((k for k in DISK_SKUS if k.lower() == str(value).lower()), None)
+    if found is None:
+        raise bad_request("InvalidParameter", f"The value '{value}' of '{field}' is not a disk SKU: use one of "
+                          f"{', '.join(DISK_SKUS)}.", field)
+    return found
+
+
+def _size_gb(value: Any, field: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        raise bad_request("InvalidParameter", f"{field} must be an integer.", field) from None
+    if not 1 <= size <= 32767:
+        raise bad_request("InvalidParameter", f"{field} must be between 1 and 32767 (GiB).", field)
+    return size
+
+
+def _delete_option(value: Any, field: str, default: str) -> str:
+    if value is None:
+        return default
+    if str(value).lower() not in ("delete", "detach"):
+        raise bad_request("InvalidParameter", f"{field} must be Delete or Detach.", field)
+    return "Delete" if str(value).lower() == "delete" else "Detach"
+
+
+def _image_reference(sp: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
     image = _obj(sp.get("imageReference"), "storageProfile.imageReference")
-    old = (previous or {}).get("storageProfile") or {}
     if not image and old.get("imageReference"):
         image = old["imageReference"]
-    if image.get("id") or image.get("sharedGalleryImageId") or image.get("communityGalleryImageId"):
-        raise unsupported("storageProfile.imageReference.id", "custom or gallery images")
+    if image.get("sharedGalleryImageId") or image.get("communityGalleryImageId"):
+        raise unsupported("storageProfile.imageReference", "gallery images")
+    if image.get("id"):  # a custom image: Microsoft.Compute/images (galleries are not served)
+        try:
+            rid = parse_resource_id(str(image["id"]))
+        except Exception:
+            rid = None
+        if rid is None or rid.type_key != IMAGE_TYPE:
+            raise bad_request("InvalidParameter", f"The image id '{image['id']}' is not the id of a "
+                              "Microsoft.Compute/images resource (gallery images are not served).",
+                              "storageProfile.imageReference.id")
+        return {"id": str(image["id"])}
     missing = [k for k in ("publisher", "offer", "sku") if not image.get(k)]
     if missing:
         raise bad_request("InvalidParameter", "The value of parameter imageReference is invalid: "
                           f"{', '.join(missing)} missing.", "storageProfile.imageReference")
-    image_out = {k: str(image[k]) for k in ("publisher", "offer", "sku")}
-    image_out["version"] = str(image.get("version") or "latest")
+    out = {k: str(image[k]) for k in ("publisher", "offer", "sku")}
+    out["version"] = str(image.get("version") or "latest")
     if image.get("exactVersion"):
-        image_out["exactVersion"] = str(image["exactVersion"])
+        out["exactVersion"] = str(image["exactVersion"])
+    return out
+
+
+def _data_disks(name: str, sp: dict[str, Any], old: dict[str, Any]) -> list[dict[str, Any]]:
+    """Empty disks (made with the VM, named as Azure names them) or existing managed disks (Attach);
+    a disk left out of the list on update is detached."""
+    disks = sp.get("dataDisks")
+    if disks is None:
+        return [dict(d) for d in (old.get("dataDisks") or [])]
+    if not isinstance(disks, list):
+        raise bad_request("InvalidParameter", "storageProfile.dataDisks must be an array.", "storageProfile.dataDisks")
+    before = {d["lun"]: d for d in old.get("dataDisks") or []}
+    out, luns = [], set()
+    for i, d in enumerate(disks):
+        field = f"storageProfile.dataDisks[{i}]"
+        d = _obj(d, field)
+        try:
+            lun = int(d.get("lun"))
+        except (TypeError, ValueError):
+            raise bad_request("InvalidParameter", "Required parameter 'dataDisk.lun' is missing (null).",
+                              f"{field}.lun") from None
+        if not 0 <= lun <= 63 or lun in luns:
+            raise bad_request("InvalidParameter", f"The LUN {lun} of a data disk is out of range (0-63) or used "
+                              "twice.", f"{field}.lun")
+        luns.add(lun)
+        if _bool(d.get("toBeDetached"), f"{field}.toBeDetached", False):
+            continue  # Azure's other way to detach
+        managed = _obj(d.get("managedDisk"), f"{field}.managedDisk")
+        prev = before.get(lun)
+        create = str(d.get("createOption") or (prev or {}).get("createOption") or "")
+        kind = {"empty": "Empty", "attach": "Attach"}.get(create.lower())
+        if kind is None:
+            if create.lower() in ("fromimage", "copy", "restore"):
+                raise unsupported(f"{field}.createOption", f"data disks created with '{create}'")
+            raise bad_request("InvalidParameter", f"Data disk createOption must be Empty or Attach, not "
+                              f"'{create}'.", f"{field}.createOption")
+        if d.get("vhd") or d.get("image"):
+            raise unsupported(field, "unmanaged data disks")
+        entry: dict[str, Any] = {
+            "lun": lun, "createOption": kind, "caching": d.get("caching") or (prev or {}).get("caching") or "None",
+            "writeAcceleratorEnabled": False, "toBeDetached": False,
+            "deleteOption": _delete_option(d.get("deleteOption"), f"{field}.deleteOption",
+                                           (prev or {}).get("deleteOption") or "Detach"),
+            "managedDisk": {"storageAccountType": _sku(managed.get("storageAccountType"),
+                                                       f"{field}.managedDisk.storageAccountType",
+                                                       ((prev or {}).get("managedDisk") or {}).get(
+                                                           "storageAccountType") or "Premium_LRS")},
+        }
+        if prev and (managed.get("id") is None or str(managed["id"]).lower() ==
+                     str(prev["managedDisk"].get("id", "")).lower()):
+            entry.update(name=prev["name"], diskSizeGB=prev.get("diskSizeGB"))
+            entry["managedDisk"]["id"] = prev["managedDisk"].get("id")
+            entry["createOption"] = prev["createOption"]
+        elif kind == "Empty":
+            size = _size_gb(d.get("diskSizeGB"), f"{field}.diskSizeGB")
+            if size is None:
+                raise bad_request("InvalidParameter", "Required parameter 'dataDisk.diskSizeGB' is missing (null) "
+                                  "for an empty disk.", f"{field}.diskSizeGB")
+            entry["name"] = str(d.get("name") or f"{name}_disk{lun + 1}_{uuid.uuid4().hex}")
+            entry["diskSizeGB"] = size
+        else:
+            disk_id = managed.get("id")
+            try:
+                rid = parse_resource_id(str(disk_id or ""))
+            except Exception:
+                rid = None
+            if rid is None or rid.type_key != DISK_TYPE:
+                raise bad_request("InvalidParameter", "An attached data disk needs managedDisk.id, the id of a "
+                                  "Microsoft.Compute/disks resource.", f"{field}.managedDisk.id")
+            entry["name"] = rid.name
+            entry["managedDisk"]["id"] = str(disk_id)
+        out.append({k: v for k, v in entry.items() if v is not None})
+    return sorted(out, key=lambda d: d["lun"])
+
+
+def _storage(name: str, props: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
+    sp = _obj(props.get("storageProfile"), "storageProfile")
+    if sp.get("diskControllerType") not in (None, "SCSI", "NVMe", "scsi", "nvme"):
+        raise bad_request("InvalidParameter", "storageProfile.diskControllerType must be SCSI or NVMe.",
+                          "storageProfile.diskControllerType")
+    old = (previous or {}).get("storageProfile") or {}
+    image_out = _image_reference(sp, old)
     os_disk = _obj(sp.get("osDisk"), "storageProfile.osDisk")
     create = str(os_disk.get("createOption") or "FromImage")
     if create.lower() != "fromimage":
@@ -115,17 +237,24 @@ def _storage(name: str, props: dict[str, Any], previous: dict[str, Any] | None) 
     out_disk: dict[str, Any] = {
         "osType": "Linux", "name": disk_name, "createOption": "FromImage",
         "caching": os_disk.get("caching") or "ReadWrite",
-        "managedDisk": {"storageAccountType": managed.get("storageAccountType")
-                        or (old_disk.get("managedDisk") or {}).get("storageAccountType") or "Premium_LRS"},
-        "deleteOption": os_disk.get("deleteOption") or old_disk.get("deleteOption") or "Detach",
+        "managedDisk": {"storageAccountType": _sku(managed.get("storageAccountType"),
+                                                   "storageProfile.osDisk.managedDisk.storageAccountType",
+                                                   (old_disk.get("managedDisk") or {}).get("storageAccountType")
+                                                   or "Premium_LRS")},
+        "deleteOption": _delete_option(os_disk.get("deleteOption"), "storageProfile.osDisk.deleteOption",
+                                       old_disk.get("deleteOption") or "Detach"),
     }
-    if os_disk.get("diskSizeGB") is not None:
-        try:
-            out_disk["diskSizeGB"] = int(os_disk["diskSizeGB"])
-        except (TypeError, ValueError):
-            raise bad_request("InvalidParameter", "storageProfile.osDisk.diskSizeGB must be an integer.",
-                              "storageProfile.osDisk.diskSizeGB") from None
-    return {"imageReference": image_out, "osDisk": out_disk, "dataDisks": []}
+    if (old_disk.get("managedDisk") or {}).get("id"):
+        out_disk["managedDisk"]["id"] = old_disk["managedDisk"]["id"]
+    size = _size_gb(os_disk.get("diskSizeGB"), "storageProfile.osDisk.diskSizeGB")
+    if size is None:
+        size = old_disk.get("diskSizeGB")
+    if size is not None:
+        if old_disk.get("diskSizeGB") and size < old_disk["diskSizeGB"]:
+            raise bad_request("ResizeDiskError", f"Disk size reduction is not supported: the OS disk is "
+                              f"{old_disk['diskSizeGB']} GB.", "storageProfile.osDisk.diskSizeGB")
+        out_disk["diskSizeGB"] = size
+    return {"imageReference": image_out, "osDisk": out_disk, "dataDisks": _data_disks(name, sp, old)}
 
 
 def _os_profile(name: str, props: dict[str, Any], previous: dict[str, Any] | None,
@@ -142,8 +271,16 @@ def _os_profile(name: str, props: dict[str, Any], previous: dict[str, Any] | Non
         return old, old_secrets
     if op.get("windowsConfiguration"):
         raise unsupported("osProfile.windowsConfiguration", "Windows virtual machines")
-    if op.get("customData"):
-        raise unsupported("osProfile.customData", "cloud-init custom data (the tiny image has no cloud-init)")
+    custom = op.get("customData")
+    if custom is not None:
+        try:
+            base64.b64decode(str(custom), validate=True)
+        except ValueError:
+            raise bad_request("InvalidParameter", "osProfile.customData must be base64-encoded.",
+                              "osProfile.customData") from None
+        if len(str(custom)) > 87380:
+            raise bad_request("InvalidParameter", "osProfile.customData is longer than 87380 base64 characters "
+                              "(64 KiB).", "osProfile.customData")
     if op.get("secrets"):
         raise unsupported("osProfile.secrets", "Key Vault certificates in the guest")
     computer = str(op.get("computerName") or name)[:64]
@@ -193,6 +330,8 @@ def _os_profile(name: str, props: dict[str, Any], previous: dict[str, Any] | Non
     profile = {"computerName": computer, "adminUsername": user, "linuxConfiguration": out_linux, "secrets": [],
                "allowExtensionOperations": True, "requireGuestProvisionSignal": True}
     secrets = {"adminPassword": str(password)} if password else {}
+    if custom:  # write-only, as Azure keeps it: never shown again
+        secrets["customData"] = str(custom)
     return profile, secrets
 
 

@@ -78,6 +78,9 @@ class PublicIPAddresses(NetworkType):
                               "values are from 4 to 30 minutes.")
         out: dict[str, Any] = {"publicIPAddressVersion": version, "publicIPAllocationMethod": method,
                                "idleTimeoutInMinutes": idle, "ipTags": props.get("ipTags") or []}
+        if props.get("deleteOption"):  # what happens to it when the VM using it is deleted
+            out["deleteOption"] = canonical(props["deleteOption"], ("Delete", "Detach"), "properties.deleteOption",
+                                            "Detach")
         dns = props.get("dnsSettings")
         if isinstance(dns, dict) and dns.get("domainNameLabel"):
             label = str(dns["domainNameLabel"])
