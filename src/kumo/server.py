@@ -119,6 +119,7 @@ async def build_services(settings: Settings, say: Say = lambda _m: None) -> Serv
                         disks=DiskController(store, paths.root,
                                              catalog_resolver(ImageCatalog(settings.vm_images_dir))))
     operations.services = services
+    services.vms.services = services
     for handler in container_registry.handlers(RegistryService(settings, store, signer), settings):
         services.providers.add(handler)  # container registries: ARM types with their own data plane
     lifecycle.register_operations(services)

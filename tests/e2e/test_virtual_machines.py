@@ -139,9 +139,19 @@ def test_validation_errors(kumo: KumoServer, rg: str, network_client: Any, ssh_k
         assert r.status_code == 404 and r.json()["error"]["code"] == "PlatformImageNotFound", r.text
         assert "kumo:tiny:1:1.0.0" in r.json()["error"]["message"]
         body = _vm_body(nic.id, ssh_key)
-        body["properties"]["storageProfile"]["dataDisks"] = [{"lun": 0, "createOption": "Empty", "diskSizeGB": 1}]
+        body["properties"]["storageProfile"]["dataDisks"] = [{"lun": 0, "createOption": "FromImage"}]
         r = c.put(url, params=API, json=body)
-        assert r.status_code == 400 and r.json()["error"]["target"] == "storageProfile.dataDisks", r.text
+        assert r.status_code == 400 and r.json()["error"]["target"] == "storageProfile.dataDisks[0].createOption", \
+            r.text
+        body = _vm_body(nic.id, ssh_key)
+        body["properties"]["storageProfile"]["dataDisks"] = [{"lun": 0, "createOption": "Attach", "managedDisk": {
+            "id": nic.id.split("/providers/")[0] + "/providers/Microsoft.Compute/disks/nodisk"}}]
+        r = c.put(url, params=API, json=body)
+        assert r.status_code == 404 and "nodisk" in r.json()["error"]["message"], r.text
+        body = _vm_body(nic.id, ssh_key)
+        body["properties"]["osProfile"]["customData"] = "ZWNobyBoaQ=="
+        r = c.put(url, params=API, json=body)
+        assert r.status_code == 400 and r.json()["error"]["target"] == "osProfile.customData", r.text
         body = _vm_body(nic.id, ssh_key)
         body["properties"]["osProfile"]["windowsConfiguration"] = {"provisionVMAgent": True}
         r = c.put(url, params=API, json=body)

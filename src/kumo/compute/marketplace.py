@@ -38,6 +38,12 @@ class MarketplaceImage:
     security_type: str | None = None  # the `SecurityType` feature: TrustedLaunchSupported, …
     directory: Path | None = None
     files: dict[str, str] = field(default_factory=dict)
+    boot: dict[str, Any] = field(default_factory=dict)  # the builder's "kumo"."boot": how kumo boots it
+
+    @property
+    def cloud_init(self) -> bool:
+        """The image provisions itself with cloud-init from a NoCloud seed (else: kumo's own tiny guest)."""
+        return bool(self.boot.get("cloudInit"))
 
     @property
     def urn(self) -> str:
@@ -69,7 +75,8 @@ def _parse(directory: Path, data: Any) -> MarketplaceImage:
         alias=data.get("alias") or None, directory=directory,
         # Generation 2 images support Trusted Launch on Azure unless the manifest says otherwise
         security_type=data.get("securityType", "TrustedLaunchSupported" if gen == "V2" else None) or None,
-        files={str(k): str(v) for k, v in files.items()} if isinstance(files, dict) else {})
+        files={str(k): str(v) for k, v in files.items()} if isinstance(files, dict) else {},
+        boot=dict(((data.get("kumo") or {}).get("boot") or {})) if isinstance(data.get("kumo"), dict) else {})
 
 
 class ImageCatalog:

@@ -32,9 +32,9 @@ from kumo.arm.errors import ArmError
 from kumo.compute import sizes
 from kumo.compute.marketplace import ImageCatalog, MarketplaceImage
 from kumo.controllers.network import NetworkController, short_hash
-from kumo.drivers.vms import NicSpec, QemuDriver, VmFailure, VmSpec
+from kumo.drivers.vms import DiskSpec, NicSpec, QemuDriver, VmFailure, VmSpec
 from kumo.drivers import hostcmd
-from kumo.controllers.virtual_machines import run_command
+from kumo.controllers.virtual_machines import provisioning, run_command, storage
 from kumo.controllers.virtual_machines.boot_diagnostics import BootLogUrls
 from kumo.images.vm import BOOT_APPEND, FW_CFG_KEYS, READY_MARKER
 from kumo.providers.compute.vm_schema import INTERNAL, primary_nic
@@ -42,7 +42,7 @@ from kumo.providers.network.public_ips import allocate_address, release_address
 from kumo.store import Resource, Store
 
 if TYPE_CHECKING:
-    from kumo.arm.context import RequestContext
+    from kumo.arm.context import RequestContext, Services
 
 log = logging.getLogger("kumo.vms")
 
@@ -51,6 +51,7 @@ NIC_TYPE = "microsoft.network/networkinterfaces"
 BOOT_TIMEOUT = 120.0  # readiness marker (TCG on a busy 2-core host)
 AGENT_TIMEOUT = 60.0
 POWERDOWN_TIMEOUT = 30.0
+CLOUD_INIT_TIMEOUT = 900.0  # a cloud-init image's first boot under TCG: ~100 s alone, minutes on a busy host
 
 
 def _now() -> str:
@@ -85,6 +86,7 @@ class VmController:
         self._expected_exit: set[str] = set()
         self._started: asyncio.Task[None] | None = None
         self.boot_logs = BootLogUrls(self._boot_log)
+        self.services: "Services | None" = None  # set once the services exist (disks are made through them)
 
     # -- start: a driver named after the network site, then re-adopt or clean up ---------------------
     async def start(self) -> None:
@@ -186,12 +188,15 @@ class VmController:
             await tx.put_resource(vm)
 
     # -- planning -------------------------------------------------------------------------------------
-    def _image(self, vm: Resource) -> MarketplaceImage:
-        ref = vm.body["properties"]["storageProfile"]["imageReference"]
-        image = self.catalog.find(ref["publisher"], ref["offer"], ref["sku"], ref["version"])
+    async def _image(self, vm: Resource) -> MarketplaceImage:
+        """The marketplace image whose kernel (and, for marketplace VMs, disk) the VM boots."""
+        async with self.store.read() as tx:
+            image = await storage.boot_image(tx, self.catalog, vm.body["properties"]["storageProfile"]
+                                             ["imageReference"])
         if image is None or not image.file("kernel") or not image.file("initrd"):
-            raise ArmError(404, "PlatformImageNotFound", f"The platform image '{ref['publisher']}:{ref['offer']}:"
-                           f"{ref['sku']}:{ref['version']}' is not available. {self.catalog.describe()}")
+            raise ArmError(404, "PlatformImageNotFound", "The image of virtual machine "
+                           f"{vm.name} is not available (or kumo cannot tell which kernel boots it). "
+                           f"{self.catalog.describe()}")
         return image
 
     def _keys(self, vm: Resource) -> str:
@@ -201,20 +206,30 @@ class VmController:
     def _spec(self, vm: Resource, image: MarketplaceImage, endpoint: dict[str, Any], keys_file: Path) -> VmSpec:
         size = sizes.lookup(vm.body["properties"]["hardwareProfile"]["vmSize"])
         assert size is not None
+        assert self.services is not None
+        disks = tuple(DiskSpec(str(self.services.disks.path_of(k))) for k in storage.disk_keys(vm))
+        nic = NicSpec(endpoint["macAddress"].lower().replace("-", ":"), tap=endpoint["tap"])
+        common = dict(id=self.vm_id(vm.key), kernel=str(image.file("kernel")), initrd=str(image.file("initrd")),
+                      vcpus=size.vcpus, memory_mib=max(size.memory_mb, int(image.boot.get("minMemoryMiB") or 0)),
+                      nics=(nic,), netns=endpoint["vnetNamespace"])
+        if image.cloud_init:  # cloud-init provisions it from the seed, the last disk
+            seed = self.driver.paths(common["id"]).state_dir / provisioning.SEED  # type: ignore[union-attr]
+            return VmSpec(**common, append=str(image.boot.get("append") or ""),  # type: ignore[arg-type]
+                          disks=(*disks, DiskSpec(str(seed), format="raw", readonly=True)),
+                          tb_size_mib=int(image.boot.get("tbSizeMiB") or 128))
         host = vm.body["properties"]["osProfile"]["computerName"]
         append = (f"{BOOT_APPEND} kumo.ip={endpoint['privateIPAddress']}/{endpoint['prefixLength']} "
                   f"kumo.gw={endpoint['gateway']} kumo.host={host}")
-        return VmSpec(id=self.vm_id(vm.key), kernel=str(image.file("kernel")), initrd=str(image.file("initrd")),
-                      append=append, vcpus=size.vcpus, memory_mib=size.memory_mb,
-                      nics=(NicSpec(endpoint["macAddress"].lower().replace("-", ":"), tap=endpoint["tap"]),),
-                      netns=endpoint["vnetNamespace"], fw_cfg=((FW_CFG_KEYS, str(keys_file)),))
+        return VmSpec(**common, append=append, disks=disks,  # type: ignore[arg-type]
+                      fw_cfg=((FW_CFG_KEYS, str(keys_file)),))
 
     def _running_spec(self, vid: str) -> dict[str, Any] | None:
         assert self.driver is not None
-        try:
-            return json.loads(self.driver.paths(vid).spec.read_text())
-        except (OSError, ValueError):
+        try:  # through VmSpec: a spec.json from an older kumo gets today's defaults
+            stored = VmSpec.from_dict(json.loads(self.driver.paths(vid).spec.read_text()))
+        except (OSError, ValueError, TypeError, KeyError):
             return None
+        return json.loads(json.dumps(dataclasses.asdict(stored)))
 
     # -- public IPs: a Dynamic one is released on deallocate and allocated again on start ------------
     async def _public_ips(self, vm: Resource, allocate: bool) -> list[str]:
@@ -286,7 +301,9 @@ class VmController:
         key, vid = vm.key, self.vm_id(vm.key)
         size = sizes.lookup(vm.body["properties"]["hardwareProfile"]["vmSize"])
         assert size is not None
-        image = self._image(vm)
+        image = await self._image(vm)
+        assert self.services is not None
+        vm = await storage.ensure_disks(self.services, vm, image)
         previous = self._running_spec(vid)
         resized = previous is not None and (previous.get("vcpus"), previous.get("memory_mib")) != \
             (size.vcpus, size.memory_mb)
@@ -306,7 +323,7 @@ class VmController:
             self._watch(key, vid)
             view = (vm.body.get(INTERNAL) or {}).get("view") or {}
             if view.get("power") != "running" or view.get("agent") != "Ready":
-                await self._wait_ready(vm, vid, time.monotonic(), marker=False)
+                await self._wait_ready(vm, vid, time.monotonic(), marker=False, cloud_init=image.cloud_init)
             return
         await self._record(key, power="starting", agent="NotReady", accelerator=self.accelerator)
 
@@ -314,27 +331,32 @@ class VmController:
             keys_file.parent.mkdir(parents=True, exist_ok=True)
             keys_file.write_text(self._keys(vm))
         await asyncio.to_thread(write_keys)
+        if image.cloud_init:
+            await provisioning.write_seed(spec.disks[-1].path, vm, endpoint)
         t0 = time.monotonic()
         try:
             await self.driver.start(spec)
         except VmFailure as e:
             raise ArmError(500, "VMStartFailed", f"QEMU could not start virtual machine {vm.name}: {e}") from None
         self._watch(key, vid)
-        await self._wait_ready(vm, vid, t0, marker=True)
+        await self._wait_ready(vm, vid, t0, marker=not image.cloud_init, cloud_init=image.cloud_init)
 
-    async def _wait_ready(self, vm: Resource, vid: str, t0: float, marker: bool) -> None:
+    async def _wait_ready(self, vm: Resource, vid: str, t0: float, marker: bool, cloud_init: bool = False) -> None:
         assert self.driver is not None
         try:
             if marker:
                 await self.driver.wait_serial(vid, READY_MARKER, BOOT_TIMEOUT)
-            await self.driver.wait_agent(vid, AGENT_TIMEOUT)
+            await self.driver.wait_agent(vid, CLOUD_INIT_TIMEOUT if cloud_init else AGENT_TIMEOUT)
+            if cloud_init:
+                await provisioning.wait_cloud_init(self.driver, vid, CLOUD_INIT_TIMEOUT - (time.monotonic() - t0))
         except (TimeoutError, VmFailure) as e:
             tail = await self.driver.serial_log(vid, 600)
             raise ArmError(500, "OSProvisioningTimedOut", f"Virtual machine {vm.name} did not become ready: {e}. "
                            f"Serial console: {tail[-400:]}") from None
         boot = time.monotonic() - t0
         os_name, os_version = await self._os_info(vid)
-        await self._provision_user(vm, vid)
+        if not cloud_init:
+            await self._provision_user(vm, vid)
         await self._record(vm.key, power="running", agent="Ready", agentTime=_now(), time=_now(),
                            agentVersion="qemu-guest-agent", osName=os_name, osVersion=os_version,
                            accelerator=self.accelerator, bootSeconds=round(boot, 2))

@@ -17,7 +17,9 @@ from kumo.arm.errors import ArmError, bad_request
 from kumo.arm.ids import ResourceId
 from kumo.compute import sizes
 from kumo.compute.marketplace import ImageCatalog
+from kumo.controllers.virtual_machines import storage
 from kumo.controllers.virtual_machines.boot_diagnostics import DEFAULT_MINUTES, MAX_MINUTES
+from kumo.providers.compute.disks import attach_disk, detach_disk
 from kumo.providers.base import ResourceType
 from kumo.providers.compute import API_VERSIONS, NAMESPACE, vm_schema
 from kumo.providers.compute.vm_schema import INTERNAL
@@ -38,6 +40,12 @@ def internal(resource: Resource) -> dict[str, Any]:
 
 def _bool(value: Any) -> bool:
     return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+def _disk_ids(body: dict[str, Any] | None) -> set[str]:
+    storage = ((body or {}).get("properties") or {}).get("storageProfile") or {}
+    return {d["managedDisk"]["id"].lower() for d in [storage.get("osDisk") or {}, *(storage.get("dataDisks") or [])]
+            if (d.get("managedDisk") or {}).get("id")}
 
 
 def _nic_ids(body: dict[str, Any] | None) -> set[str]:
@@ -68,17 +76,33 @@ class VirtualMachines(ResourceType):
     async def validate(self, services: "Services", rid: ResourceId, body: dict[str, Any]) -> None:
         props = body["properties"]
         image = props["storageProfile"]["imageReference"]
-        found = self.catalog.find(image["publisher"], image["offer"], image["sku"], image["version"])
-        urn = f"{image['publisher']}:{image['offer']}:{image['sku']}:{image['version']}"
-        if found is None:
+        async with services.store.read() as tx:
+            if image.get("id"):
+                custom = await tx.get_resource(image["id"].lower())
+                if custom is None:
+                    raise ArmError(404, "NotFound", f"The Image '{image['id']}' cannot be found in "
+                                   "this region.", target="imageReference")
+                if custom.provisioning_state != "Succeeded":
+                    raise ArmError(409, "OperationNotAllowed", f"The image {custom.name} is still "
+                                   f"{custom.provisioning_state}.", target="imageReference")
+            found = await storage.boot_image(tx, self.catalog, image)
+        if found is None and not image.get("id"):
+            urn = f"{image['publisher']}:{image['offer']}:{image['sku']}:{image['version']}"
             raise ArmError(404, "PlatformImageNotFound", f"The platform image '{urn}' is not available. Verify that "
                            f"all fields in the storage profile are correct. {self.catalog.describe()}",
                            target="imageReference")
+        if found is None:
+            raise vm_schema.unsupported("storageProfile.imageReference.id", "booting this image (kumo cannot tell "
+                                        "which of its marketplace images' kernels boots it)")
         if found.os.lower() != "linux":
             raise vm_schema.unsupported("storageProfile.imageReference", f"{found.os} images")
         if not (found.file("kernel") and found.file("initrd")):
             raise vm_schema.unsupported("storageProfile.imageReference",
                                         f"booting '{found.urn}' (only images with a kernel and initrd, such as Tiny)")
+        secrets = (body.get(INTERNAL) or {}).get("secrets") or {}
+        if secrets.get("customData") and not found.cloud_init:
+            raise vm_schema.unsupported("osProfile.customData", f"custom data on '{found.urn}' (it has no "
+                                        "cloud-init: use the Debian12 image)")
         linux = props["osProfile"].get("linuxConfiguration") or {}
         if not linux.get("disablePasswordAuthentication", True) and found.urn.lower().startswith("kumo:tiny:"):
             raise vm_schema.unsupported("osProfile.adminPassword", "password logins on the tiny image (its SSH "
@@ -101,6 +125,11 @@ class VirtualMachines(ResourceType):
                                       f"{user['id']}.", "networkProfile.networkInterfaces")
 
     async def write_through(self, tx: Tx, resource: Resource, existing: Resource | None) -> None:
+        old_disks, new_disks = _disk_ids(existing.body if existing else None), _disk_ids(resource.body)
+        for disk in new_disks - old_disks:  # attached disks must exist and be free (made ones come later)
+            await attach_disk(tx, disk, resource.id)
+        for disk in old_disks - new_disks:
+            await detach_disk(tx, disk, resource.id)
         old, new = _nic_ids(existing.body if existing else None), _nic_ids(resource.body)
         for nic in old - new:
             await set_backref(tx, nic, "virtualMachine", resource.id, False, single=True)
@@ -108,6 +137,8 @@ class VirtualMachines(ResourceType):
             await set_backref(tx, nic, "virtualMachine", resource.id, True, single=True)
 
     async def unlink(self, tx: Tx, resource: Resource) -> None:
+        for disk in _disk_ids(resource.body):
+            await detach_disk(tx, disk, resource.id)
         for nic in _nic_ids(resource.body):
             await set_backref(tx, nic, "virtualMachine", resource.id, False, single=True)
 
