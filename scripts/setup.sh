@@ -16,7 +16,9 @@ DEB_PACKAGES=(ca-certificates curl iproute2 nftables procps python3 python3-venv
   busybox-static nginx-light python3.11 mmdebstrap gpg runc umoci  # `kumo catalog build` and its tests
   conmon git  # container groups: conmon supervises each container, git clones gitRepo volumes
   podman  # the container registry tests push and pull with podman too
-  qemu-system-x86 kmod cpio dropbear-bin qemu-guest-agent openssh-client)  # VMs and `kumo vm-images build`
+  qemu-system-x86 kmod cpio dropbear-bin qemu-guest-agent openssh-client  # VMs and `kumo vm-images build`
+  qemu-utils  # disks, snapshots and images: qemu-img (and qemu-io for their tests)
+  e2fsprogs openssl)  # the Debian VM image (mkfs.ext4 -d) and its seeds (openssl passwd -6 hashes passwords)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
   for p in "${DEB_PACKAGES[@]}"; do
@@ -75,8 +77,9 @@ if [ "$(id -u)" = 0 ]; then
 else
   say "skipping the image catalog (mmdebstrap needs root): run 'sudo .venv/bin/kumo catalog build'"
 fi
-# 5. The VM images (kumo tiny: Debian's cloud kernel + a busybox initramfs with dropbear and qemu-ga, in
-#    $KUMO_VM_IMAGES_DIR or /var/cache/kumo/vm-images): a few seconds the first time, ~1 s when up to date.
+# 5. The VM images (kumo tiny: Debian's cloud kernel + a busybox initramfs with dropbear and qemu-ga; Debian 12:
+#    mmdebstrap + cloud-init on a qcow2 disk; in $KUMO_VM_IMAGES_DIR or /var/cache/kumo/vm-images): about a
+#    minute the first time (Debian's mmdebstrap), ~2 s when up to date.
 if [ "$(id -u)" = 0 ]; then
   .venv/bin/kumo vm-images build || say "WARNING: no VM images (see above); retry: .venv/bin/kumo vm-images build"
 else

@@ -1,7 +1,12 @@
 """kumo's VM images, built from Debian packages and left where the marketplace finds them.
 
-`build()` (the `kumo vm-images build` command) writes into a directory (`Settings.vm_images_dir`, i.e.
-`$KUMO_VM_IMAGES_DIR` or /var/cache/kumo/vm-images as root, unless told):
+Two images: "kumo tiny" (this module) and Debian 12 (`debian.py`, `Debian:debian-12:12-gen2:1.0.0`, alias
+`Debian12`: a real Debian with systemd, cloud-init, OpenSSH and the guest agent on a qcow2 disk, booted with a
+NoCloud seed from `seed.py`). `build_all()` (the `kumo vm-images build` command, `--only tiny|debian`)
+builds tiny, then Debian; `build()` builds tiny alone, `debian.build()` Debian alone.
+
+`build()` writes into a directory (`Settings.vm_images_dir`, i.e. `$KUMO_VM_IMAGES_DIR` or
+/var/cache/kumo/vm-images as root, unless told):
 
     kumo-tiny-1.0.0/image.json   the marketplace manifest (`kumo.compute.marketplace`), with a "kumo" member
                                  saying how to boot it (cmdline, readiness marker, minimum memory) and the
@@ -22,6 +27,10 @@ The output is deterministic (same inputs, same bytes). The recipe key hashes thi
 kernel package version apt offers now, and the host packages' versions and files; when the manifest
 already carries that key and the files are there, `build()` does nothing ("up to date"), which takes a
 fraction of a second. A newer kernel in the mirror changes the key (one 27 MB download).
+
+The Debian image lives beside it in `debian-debian-12-1.0.0/` (image.json, disk.qcow2, vmlinuz, initrd.img):
+mmdebstrap needs root and a reachable Debian mirror, takes about a minute, and is cached by a recipe
+key the same way (see `debian.py`).
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +54,8 @@ from kumo.images.buildkit import BuildError, locked, shared_libraries, which, wr
 from kumo.images.vm import cpio, guest
 from kumo.images.vm.guest import FW_CFG_KEYS, HOSTKEY_MARKER, QGA_PORT, READY_MARKER
 
-__all__ = ["FW_CFG_KEYS", "HOSTKEY_MARKER", "QGA_PORT", "READY_MARKER", "TINY", "BuildError", "BuildResult",
-           "ImageDef", "build", "default_dir", "image_dir"]
+__all__ = ["FW_CFG_KEYS", "HOSTKEY_MARKER", "IMAGES", "QGA_PORT", "READY_MARKER", "TINY", "BuildError",
+           "BuildResult", "ImageDef", "build", "build_all", "default_dir", "image_dir"]
 
 Say = Callable[[str], None]
 FORMAT = "kumo-vm-image/1"
@@ -362,3 +371,33 @@ def _build_locked(root: Path, image: ImageDef, *, force: bool, say: Say) -> Buil
         f"vmlinuz {sizes['vmlinuz'] / 1e6:.1f} MB + initrd.img {sizes['initrd.img'] / 1e6:.1f} MB in {target}; "
         f"{elapsed:.1f} s")
     return BuildResult(target, False, kver, sizes, elapsed)
+
+
+IMAGES = ("tiny", "debian")  # what build_all() builds, in this order
+
+
+def build_all(out: str | os.PathLike[str] | None = None, *, force: bool = False, only: Collection[str] = (),
+              say: Say = print) -> dict[str, BuildResult]:
+    """Build every image (or those named in `only`: "tiny", "debian") in order; name -> result.
+
+    One failing image does not stop the next: each failure is said as it happens, and a BuildError
+    naming all of them is raised at the end (the images that did build are in place)."""
+    from kumo.images.vm import debian
+
+    unknown = sorted(set(only) - set(IMAGES))
+    if unknown:
+        raise BuildError(f"unknown VM image {', '.join(unknown)} (known: {', '.join(IMAGES)})")
+    builders: dict[str, Callable[..., BuildResult]] = {"tiny": build, "debian": debian.build}
+    results: dict[str, BuildResult] = {}
+    failed: dict[str, str] = {}
+    for name in IMAGES:
+        if only and name not in only:
+            continue
+        try:
+            results[name] = builders[name](out, force=force, say=say)
+        except BuildError as e:
+            failed[name] = str(e)
+            say(f"[{name}] FAILED: {e}")
+    if failed:
+        raise BuildError("; ".join(f"{n}: {e.splitlines()[0] if e else 'failed'}" for n, e in failed.items()))
+    return results
