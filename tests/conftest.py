@@ -61,8 +61,10 @@ class KumoServer:
     def env(self) -> dict[str, str]:
         return {**os.environ, "KUMO_DATA_DIR": str(self.data_dir)}
 
-    def kumo(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([*KUMO, *args], env=self.env(), capture_output=True, text=True, timeout=300)
+    def kumo(self, *args: str, check: bool = True, timeout: float = 300,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([*KUMO, *args], env={**self.env(), **(env or {})}, capture_output=True, text=True,
+                              timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"kumo {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
         return proc
@@ -90,9 +92,9 @@ class KumoServer:
     def pid(self) -> int:
         return int(json.loads((self.data_dir / "run.json").read_text())["pid"])
 
-    def az(self, *args: str, check: bool = True) -> Any:
+    def az(self, *args: str, check: bool = True, timeout: float = 300, env: dict[str, str] | None = None) -> Any:
         """Run the real az CLI through `kumo az` and return its JSON output."""
-        proc = self.kumo("az", *args, "-o", "json", check=False)
+        proc = self.kumo("az", *args, "-o", "json", check=False, timeout=timeout, env=env)
         if check and proc.returncode != 0:
             raise AssertionError(f"az {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
         if not check:
@@ -201,7 +203,8 @@ def rg(resource_client: Any) -> Iterator[str]:
     try:
         yield name
     finally:
-        resource_client.resource_groups.begin_delete(name).result()
+        if resource_client.resource_groups.check_existence(name):  # a test may have deleted it itself
+            resource_client.resource_groups.begin_delete(name).result()
 
 
 def unique(prefix: str) -> str:

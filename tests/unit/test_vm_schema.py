@@ -76,3 +76,14 @@ def test_a_resize_put_echoes_read_only_fields_and_keeps_the_secret() -> None:
     renamed = {"properties": {**first["properties"], "osProfile": {**first["properties"]["osProfile"],
                                                                    "computerName": "other"}}}
     assert error(renamed, first["properties"]).code == "PropertyChangeNotAllowed"
+
+
+def test_disk_property_names_are_case_insensitive_as_arm_reads_them() -> None:
+    """az's template writes the OS disk's size as `diskSizeGb`."""
+    out = vm_schema.normalise("vm1", body(storageProfile={
+        "imageReference": {"publisher": "a", "offer": "b", "sku": "c"},
+        "osDisk": {"createOption": "fromImage", "diskSizeGb": 8},
+        "dataDisks": [{"Lun": 0, "createoption": "empty", "DiskSizeGB": 2}]}), None, {})
+    storage = out["properties"]["storageProfile"]
+    assert storage["osDisk"]["diskSizeGB"] == 8
+    assert storage["dataDisks"][0]["diskSizeGB"] == 2 and storage["dataDisks"][0]["createOption"] == "Empty"

@@ -34,7 +34,7 @@ from kumo.compute.marketplace import ImageCatalog, MarketplaceImage
 from kumo.controllers.network import NetworkController, short_hash
 from kumo.drivers.vms import DiskSpec, NicSpec, QemuDriver, VmFailure, VmSpec
 from kumo.drivers import hostcmd
-from kumo.controllers.virtual_machines import provisioning, run_command, storage
+from kumo.controllers.virtual_machines import goldens, provisioning, run_command, storage
 from kumo.controllers.virtual_machines.boot_diagnostics import BootLogUrls
 from kumo.images.vm import BOOT_APPEND, FW_CFG_KEYS, READY_MARKER
 from kumo.providers.compute.vm_schema import INTERNAL, primary_nic
@@ -56,6 +56,14 @@ CLOUD_INIT_TIMEOUT = 900.0  # a cloud-init image's first boot under TCG: ~100 s 
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S.0000000+00:00", time.gmtime())
+
+
+def _shape(spec: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What of a VM's spec needs a new QEMU when it changes (a clone's RAM file and boot line do not)."""
+    if spec is None:
+        return None
+    return {k: v for k, v in spec.items() if k not in ("ram_file", "ram_shared", "accel", "append", "kernel",
+                                                       "initrd", "fw_cfg")}
 
 
 def _host_memory_mb() -> int:
@@ -86,6 +94,7 @@ class VmController:
         self._expected_exit: set[str] = set()
         self._started: asyncio.Task[None] | None = None
         self.boot_logs = BootLogUrls(self._boot_log)
+        self.goldens: goldens.Goldens | None = None  # the snapshot fast path (KUMO_VM_SNAPSHOTS=0: off)
         self.services: "Services | None" = None  # set once the services exist (disks are made through them)
 
     # -- start: a driver named after the network site, then re-adopt or clean up ---------------------
@@ -106,6 +115,9 @@ class VmController:
             log.warning("virtual machines unavailable: %s", problem)
             return
         self.accelerator = await self.driver.accelerator()
+        if os.environ.get("KUMO_VM_SNAPSHOTS", "1") != "0":
+            self.goldens = goldens.Goldens(self.driver, self.root.parent / "vm-goldens", self.network.site)
+            await self.goldens.clean()  # made again on demand: a golden outlives no kumo (images may change)
         async with self.store.read() as tx:
             vms = await tx.resources_of_type(VM_TYPE)
         wanted = {self.vm_id(v.key) for v in vms if v.provisioning_state != "Deleting"}
@@ -314,8 +326,8 @@ class VmController:
         endpoint = await self.network.attach_tap(primary_nic(vm.body["properties"]).lower())
         keys_file = self.driver.paths(vid).state_dir / "authorized_keys"
         spec = self._spec(vm, image, endpoint, keys_file)
-        wanted = json.loads(json.dumps(dataclasses.asdict(spec)))
-        if running and (restart or self._running_spec(vid) != wanted):  # a restart or a resize
+        wanted = _shape(json.loads(json.dumps(dataclasses.asdict(spec))))
+        if running and (restart or _shape(self._running_spec(vid)) != wanted):  # a restart, resize, new disk
             await self._record(key, power="stopping", agent="NotReady")
             await self._halt(vid, skip_shutdown=False)
             running = False
@@ -334,12 +346,35 @@ class VmController:
         if image.cloud_init:
             await provisioning.write_seed(spec.disks[-1].path, vm, endpoint)
         t0 = time.monotonic()
-        try:
-            await self.driver.start(spec)
-        except VmFailure as e:
-            raise ArmError(500, "VMStartFailed", f"QEMU could not start virtual machine {vm.name}: {e}") from None
+        cloned = await self._start_clone(vm, image, spec, endpoint)
+        if not cloned:
+            await asyncio.to_thread((self.driver.paths(vid).state_dir / goldens.BOOT_LOG).unlink, True)
+            try:
+                await self.driver.start(spec)
+            except VmFailure as e:
+                raise ArmError(500, "VMStartFailed", f"QEMU could not start virtual machine {vm.name}: {e}") from None
         self._watch(key, vid)
-        await self._wait_ready(vm, vid, t0, marker=not image.cloud_init, cloud_init=image.cloud_init)
+        await self._wait_ready(vm, vid, t0, marker=not (image.cloud_init or cloned), cloud_init=image.cloud_init)
+        await self._record(key, bootPath="snapshot" if cloned else "cold")
+
+    async def _start_clone(self, vm: Resource, image: MarketplaceImage, spec: VmSpec,
+                           endpoint: dict[str, Any]) -> bool:
+        """The fast path: the VM restored from its shape's golden snapshot and re-identified (see
+        goldens.py); False when it must cold-boot instead."""
+        if self.goldens is None or not goldens.clonable(image):
+            return False
+        golden = await self.goldens.get(image, spec)
+        if golden is None:
+            return False
+        who = goldens.Identity(mac=spec.nics[0].mac, gateway=endpoint["gateway"],
+                               address=f"{endpoint['privateIPAddress']}/{endpoint['prefixLength']}",
+                               hostname=vm.body["properties"]["osProfile"]["computerName"], root_keys=self._keys(vm))
+        try:
+            await self.goldens.start_clone(spec, golden, who)
+        except (VmFailure, TimeoutError) as e:
+            log.warning("restoring %s from its golden snapshot failed (%s): cold boot", vm.name, e)
+            return False
+        return True
 
     async def _wait_ready(self, vm: Resource, vid: str, t0: float, marker: bool, cloud_init: bool = False) -> None:
         assert self.driver is not None
@@ -491,7 +526,15 @@ class VmController:
                 return None
         if self.driver is None:
             return ""
-        return await self.driver.serial_log(self.vm_id(key))
+        vid = self.vm_id(key)
+        boot = self.driver.paths(vid).state_dir / goldens.BOOT_LOG  # a clone's: the golden's boot first
+
+        def read_boot() -> str:
+            try:
+                return boot.read_text(errors="replace") + "\n"
+            except OSError:
+                return ""
+        return await asyncio.to_thread(read_boot) + await self.driver.serial_log(vid)
 
     # -- delete ---------------------------------------------------------------------------------------
     async def remove(self, vm: Resource) -> None:

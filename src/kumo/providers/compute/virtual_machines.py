@@ -310,5 +310,6 @@ def instance_view(resource: Resource) -> dict[str, Any]:
         "statuses": statuses,
     }
     if iv.get("bootSeconds") is not None:
-        out["kumo"] = {"accelerator": iv.get("accelerator"), "bootSeconds": iv["bootSeconds"]}
+        out["kumo"] = {"accelerator": iv.get("accelerator"), "bootSeconds": iv["bootSeconds"],
+                       "bootPath": iv.get("bootPath", "cold")}  # "snapshot": restored from a golden
     return {k: v for k, v in out.items() if v is not None}

@@ -51,6 +51,15 @@ def _obj(value: Any, field: str) -> dict[str, Any]:
     return value
 
 
+def _disk_fields(value: Any, field: str) -> dict[str, Any]:
+    """A disk entry with ARM's case-insensitive property names folded to the documented spelling
+    (az's template writes the OS disk's `diskSizeGb`)."""
+    d = _obj(value, field)
+    canonical = {k.lower(): k for k in ("diskSizeGB", "createOption", "deleteOption", "managedDisk", "lun",
+                                         "caching", "name", "osType", "toBeDetached")}
+    return {canonical.get(k.lower(), k): v for k, v in d.items()}
+
+
 def _bool(value: Any, field: str, default: bool) -> bool:
     if value is None:
         return default
@@ -156,7 +165,7 @@ def _data_disks(name: str, sp: dict[str, Any], old: dict[str, Any]) -> list[dict
     out, luns = [], set()
     for i, d in enumerate(disks):
         field = f"storageProfile.dataDisks[{i}]"
-        d = _obj(d, field)
+        d = _disk_fields(d, field)
         try:
             lun = int(d.get("lun"))
         except (TypeError, ValueError):
@@ -223,7 +232,7 @@ def _storage(name: str, props: dict[str, Any], previous: dict[str, Any] | None) 
                           "storageProfile.diskControllerType")
     old = (previous or {}).get("storageProfile") or {}
     image_out = _image_reference(sp, old)
-    os_disk = _obj(sp.get("osDisk"), "storageProfile.osDisk")
+    os_disk = _disk_fields(sp.get("osDisk"), "storageProfile.osDisk")
     create = str(os_disk.get("createOption") or "FromImage")
     if create.lower() != "fromimage":
         raise unsupported("storageProfile.osDisk.createOption", f"OS disks created with '{create}'")

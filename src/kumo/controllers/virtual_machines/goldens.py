@@ -1,0 +1,198 @@
+"""The fast path of VM creation: golden snapshots and clones.
+
+A golden is an image booted once per machine shape (image recipe, vCPUs, memory, number of disks) by
+kumo itself, on a tap in a network namespace of its own, saved with file-backed RAM (the driver's
+`save_golden`) under `<data dir>/vm-goldens/<key>/`. A VM of that shape is then started by restoring
+the golden (`start_clone`: a private copy-on-write mapping of its RAM, ~0.1 s) with its cable unplugged;
+the VM's own identity (MAC, address, gateway, hostname, SSH host key, authorized keys, clock) is applied
+through the guest agent and the cable plugged in. Where a golden cannot serve (another disk layout, an
+image whose guest kumo cannot re-identify, `KUMO_VM_SNAPSHOTS=0`) the VM cold-boots as before.
+
+Only images whose whole state is in RAM are cloned today (the tiny image: it runs from its initramfs).
+A cloud-init image's disk carries its first boot's identity (cloud-init's instance, machine-id, users),
+which a restore would have to rewrite consistently; those VMs cold-boot.
+
+Host objects of a golden being made: QEMU `kumo<site>v-g<hash>`, netns `kumo<site>g<hash>`, tap
+`tg<hash>`; all go once it is saved (or failed). A golden whose key no longer matches an image is
+removed at start."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import shlex
+import shutil
+import time
+from pathlib import Path
+
+from kumo.compute import disk_files
+from kumo.compute.marketplace import MarketplaceImage
+from kumo.drivers import hostcmd
+from kumo.drivers.vms import DiskSpec, GoldenSnapshot, NicSpec, QemuDriver, VmFailure, VmSpec
+from kumo.drivers.vms.spec import clone_mismatches
+from kumo.images.vm import READY_MARKER
+
+log = logging.getLogger("kumo.vms")
+
+GOLDEN_ADDRESS = ("169.254.77.2/30", "169.254.77.1")  # the golden's own: every clone replaces it
+BOOT_TIMEOUT = 120.0
+BOOT_LOG = "boot-serial.log"  # in a clone's state dir: the golden's serial console up to the snapshot
+
+
+@dataclasses.dataclass(frozen=True)
+class Identity:
+    mac: str
+    address: str  # CIDR
+    gateway: str
+    hostname: str
+    root_keys: str  # authorized_keys text
+
+
+def clonable(image: MarketplaceImage) -> bool:
+    return not image.cloud_init and bool(image.boot.get("readyMarker"))
+
+
+def _shape_key(image: MarketplaceImage, spec: VmSpec) -> str:
+    doc = {"image": image.urn, "recipe": (image.boot or {}).get("append"), "files": {
+        r: str(image.file(r)) for r in ("kernel", "initrd")}, "stamp": [_mtime(image.file("initrd"))],
+        "vcpus": spec.vcpus, "memory": spec.memory_mib, "machine": spec.machine, "disks": len(spec.disks),
+        "nics": len(spec.nics), "tb": spec.tb_size_mib}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _mtime(path: Path | None) -> int:
+    try:
+        return path.stat().st_mtime_ns if path else 0
+    except OSError:
+        return 0
+
+
+class Goldens:
+    def __init__(self, driver: QemuDriver, root: Path, site: int) -> None:
+        self.driver = driver
+        self.root = root
+        self.site = site
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def _dir(self, key: str) -> Path:
+        return self.root / key
+
+    async def get(self, image: MarketplaceImage, spec: VmSpec) -> GoldenSnapshot | None:
+        """The golden for this VM's shape, made now (one cold boot) when there is none yet; None when
+        this VM cannot be cloned or making the golden failed (the VM then cold-boots)."""
+        if not clonable(image) or len(spec.nics) != 1:
+            return None
+        key = _shape_key(image, spec)
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            with contextlib.suppress(VmFailure):
+                golden = await self.driver.load_golden(self._dir(key))
+                if not clone_mismatches(golden.spec, spec):
+                    return golden
+            try:
+                return await self._make(key, image, spec)
+            except (VmFailure, TimeoutError, hostcmd.HostCommandError, disk_files.DiskFileError) as e:
+                log.warning("no golden snapshot for %s (%s): cold boots instead", image.urn, e)
+                return None
+
+    async def _make(self, key: str, image: MarketplaceImage, spec: VmSpec) -> GoldenSnapshot:
+        t0 = time.monotonic()
+        dest = self._dir(key)
+        await asyncio.to_thread(shutil.rmtree, dest, True)
+        await asyncio.to_thread(dest.mkdir, parents=True, exist_ok=True)
+        vid = f"kumo{self.site}v-g{key[:9]}"
+        netns, tap = f"kumo{self.site}g{key[:8]}", f"tg{key[:8]}"
+        disks = []
+        for i, d in enumerate(spec.disks):
+            path = dest / f"disk{i}.qcow2"
+            await disk_files.create_empty(path, 1)
+            disks.append(DiskSpec(str(path), format=d.format, readonly=d.readonly))
+        keys = dest / "authorized_keys"
+        await asyncio.to_thread(keys.write_text, "")
+        address, gateway = GOLDEN_ADDRESS
+        append = f"{image.boot.get('append', '')} kumo.ip={address} kumo.gw={gateway} kumo.host=golden"
+        golden_spec = dataclasses.replace(
+            spec, id=vid, append=append, disks=tuple(disks), netns=netns, fw_cfg=((spec.fw_cfg[0][0], str(keys)),)
+            if spec.fw_cfg else (), nics=(NicSpec(spec.nics[0].mac, tap=tap),), ram_file=str(dest / "ram"),
+            ram_shared=True)
+        await self._netns(netns, tap, create=True)
+        try:
+            await self.driver.start(golden_spec)
+            await self.driver.wait_serial(vid, READY_MARKER, BOOT_TIMEOUT)
+            await self.driver.wait_agent(vid, 30)
+            golden = await self.driver.save_golden(vid, dest)
+            await asyncio.to_thread(shutil.copyfile, self.driver.paths(vid).serial, dest / BOOT_LOG)
+        except BaseException:
+            await self.driver.remove(vid)
+            await asyncio.to_thread(shutil.rmtree, dest, True)
+            raise
+        finally:
+            await self._netns(netns, tap, create=False)
+        await self.driver.remove(vid)  # QEMU quit in save_golden; its state dir goes
+        log.info("golden snapshot of %s (%d vCPU, %d MiB) made in %.1fs", image.urn, spec.vcpus, spec.memory_mib,
+                 time.monotonic() - t0)
+        return golden
+
+    async def _netns(self, netns: str, tap: str, *, create: bool) -> None:
+        if create:
+            await hostcmd.run("ip", "netns", "add", netns)
+            await hostcmd.run("ip", "-n", netns, "tuntap", "add", "name", tap, "mode", "tap")
+            await hostcmd.run("ip", "-n", netns, "link", "set", tap, "up")
+        else:
+            await hostcmd.run("ip", "netns", "del", netns, check=False)
+
+    async def clean(self, keep: set[str] | None = None) -> None:
+        """Remove goldens (all, or those not in `keep`) and what a crash left of goldens being made."""
+        def ls() -> list[Path]:
+            return [p for p in self.root.iterdir() if p.is_dir()] if self.root.is_dir() else []
+        for path in await asyncio.to_thread(ls):
+            if keep is None or path.name not in keep:
+                await asyncio.to_thread(shutil.rmtree, path, True)
+        out = await hostcmd.run("ip", "netns", "list", check=False)
+        for line in out.splitlines():
+            name = line.split()[0] if line.split() else ""
+            if name.startswith(f"kumo{self.site}g"):
+                await hostcmd.run("ip", "netns", "del", name, check=False)
+
+    async def start_clone(self, spec: VmSpec, golden: GoldenSnapshot, who: Identity) -> None:
+        """Restore `golden` as VM `spec` and give it its own identity before its cable is plugged in."""
+        await self.driver.start_clone(spec, golden, link_down=True)
+        with contextlib.suppress(OSError):  # the boot a clone's console log begins with: the golden's
+            await asyncio.to_thread(shutil.copyfile, Path(golden.directory) / BOOT_LOG,
+                                    self.driver.paths(spec.id).state_dir / BOOT_LOG)
+        try:
+            await self.driver.agent_call(spec.id, "guest-set-time", None, 10)  # the clock stood still in the golden
+            code, out, err = await self.driver.agent_exec(spec.id, ["/bin/sh", "-c", _tiny_identity(who)], timeout=30)
+            if code != 0:
+                raise VmFailure(f"re-identifying the clone failed ({code}): {(err or out).decode(errors='replace')}")
+            await self.driver.set_link(spec.id, 0, True)
+        except BaseException:
+            await self.driver.kill(spec.id)
+            raise
+
+
+def _tiny_identity(who: Identity) -> str:
+    """The tiny guest's identity, as its boot script would have set it from the kernel command line."""
+    q = shlex.quote
+    keys = base64.b64encode(who.root_keys.encode()).decode()
+    host_key = "/etc/dropbear/dropbear_ed25519_host_key"
+    ip = who.address.split("/")[0]
+    return "\n".join([
+        "set -e",
+        "ip link set eth0 down", f"ip link set eth0 address {q(who.mac)}", "ip addr flush dev eth0",
+        f"ip addr add {q(who.address)} dev eth0", "ip link set eth0 up",
+        f"ip route replace default via {q(who.gateway)}",
+        f"hostname {q(who.hostname)}", f"echo {q(who.hostname)} > /etc/hostname",
+        f"printf '127.0.0.1 localhost\\n127.0.1.1 %s\\n' {q(who.hostname)} > /etc/hosts",
+        f"echo {keys} | base64 -d > /root/.ssh/authorized_keys", "chmod 600 /root/.ssh/authorized_keys",
+        # every clone would share the golden's SSH host key: a new one, and dropbear restarted with it
+        "[ -r /run/dropbear.pid ] && kill $(cat /run/dropbear.pid) 2>/dev/null || true",
+        f"rm -f {host_key}", f"dropbearkey -t ed25519 -f {host_key} >/dev/null 2>&1",
+        f"dropbear -s -r {host_key} -p 22 -P /run/dropbear.pid 2>>/var/log/dropbear.log",
+        f"(arping -q -U -c 2 -w 1 -I eth0 {q(ip)} >/dev/null 2>&1 &)",
+        f"echo \"kumo: restored from a snapshot; {READY_MARKER} host={who.hostname} ip={who.address}\" > /dev/ttyS0",
+    ])
