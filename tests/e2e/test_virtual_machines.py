@@ -256,6 +256,16 @@ def test_az_vm_commands(kumo: KumoServer, rg: str, ssh_key: Path) -> None:
     invoked = kumo.az("vm", "run-command", "invoke", "-g", rg, "-n", "vm1", "--command-id", "RunShellScript",
                       "--scripts", 'echo "$1-$(hostname)"', "--parameters", "hello")
     assert "[stdout]\nhello-vm1\n" in invoked["value"][0]["message"], invoked
+    # a data disk: attached (the running VM restarts with it), seen in the guest, detached
+    kumo.az("vm", "disk", "attach", "-g", rg, "--vm-name", "vm1", "--name", "data1", "--new", "--size-gb", "1")
+    wait_ssh(ssh_key, target, 60)
+    r = ssh(ssh_key, target, "cat /sys/block/vdb/size")
+    assert r.returncode == 0 and int(r.stdout) * 512 == 1024**3, (r.stdout, r.stderr)
+    assert kumo.az("disk", "show", "-g", rg, "-n", "data1")["diskState"] == "Attached"
+    kumo.az("vm", "disk", "detach", "-g", rg, "--vm-name", "vm1", "--name", "data1")
+    assert kumo.az("disk", "show", "-g", rg, "-n", "data1")["diskState"] == "Unattached"
+    wait_ssh(ssh_key, target, 60)
+    assert ssh(ssh_key, target, "test -e /sys/block/vdb").returncode != 0
     not_enabled = kumo.az("vm", "boot-diagnostics", "get-boot-log", "-g", rg, "-n", "vm1", check=False)
     assert not_enabled.returncode != 0 and "enable boot diagnostics" in not_enabled.stderr.lower()
     kumo.az("vm", "boot-diagnostics", "enable", "-g", rg, "-n", "vm1")

@@ -73,6 +73,23 @@ def qcow2_virtual_size(path: Path) -> int | None:
     return int.from_bytes(header[24:32], "big")
 
 
+def qcow2_backing_file(path: Path) -> str | None:
+    """The backing file name a qcow2 header records (offset at bytes 8-15, length at 16-19), read
+    without qemu-img; None for a standalone file or one that cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(20)
+            if len(header) < 20 or header[:4] != b"QFI\xfb":
+                return None
+            offset, size = int.from_bytes(header[8:16], "big"), int.from_bytes(header[16:20], "big")
+            if not offset or not 0 < size <= 4096:
+                return None
+            f.seek(offset)
+            return f.read(size).decode(errors="replace")
+    except OSError:
+        return None
+
+
 async def info(path: Path) -> dict[str, Any]:
     """`virtual_size` and `actual_size` in bytes, `backing_file` (or None) and `format`. Reads with
     force-share (`-U`), so a disk a running guest holds can be inspected too."""

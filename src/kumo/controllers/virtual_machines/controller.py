@@ -34,7 +34,9 @@ from kumo.compute.marketplace import ImageCatalog, MarketplaceImage
 from kumo.controllers.network import NetworkController, short_hash
 from kumo.drivers.vms import DiskSpec, NicSpec, QemuDriver, VmFailure, VmSpec
 from kumo.drivers import hostcmd
+from kumo.compute import disk_files
 from kumo.controllers.virtual_machines import goldens, provisioning, run_command, storage
+from kumo.images.vm import seed
 from kumo.controllers.virtual_machines.boot_diagnostics import BootLogUrls
 from kumo.images.vm import BOOT_APPEND, FW_CFG_KEYS, READY_MARKER
 from kumo.providers.compute.vm_schema import INTERNAL, primary_nic
@@ -117,7 +119,7 @@ class VmController:
         self.accelerator = await self.driver.accelerator()
         if os.environ.get("KUMO_VM_SNAPSHOTS", "1") != "0":
             self.goldens = goldens.Goldens(self.driver, self.root.parent / "vm-goldens", self.network.site)
-            await self.goldens.clean()  # made again on demand: a golden outlives no kumo (images may change)
+            await self.goldens.clean(self.root.parent / "disks")  # unused ones: made again on demand
         async with self.store.read() as tx:
             vms = await tx.resources_of_type(VM_TYPE)
         wanted = {self.vm_id(v.key) for v in vms if v.provisioning_state != "Deleting"}
@@ -363,16 +365,34 @@ class VmController:
         goldens.py); False when it must cold-boot instead."""
         if self.goldens is None or not goldens.clonable(image):
             return False
+        state = vm.body.get(INTERNAL) or {}
+        custom_image = bool(vm.body["properties"]["storageProfile"]["imageReference"].get("id"))
+        if image.cloud_init and (custom_image or state.get("view", {}).get("bootPath") or
+                                 (state.get("secrets") or {}).get("customData")):
+            return False  # a disk of its own (a custom image, or booted already), or custom data for cloud-init
         golden = await self.goldens.get(image, spec)
         if golden is None:
             return False
-        who = goldens.Identity(mac=spec.nics[0].mac, gateway=endpoint["gateway"],
-                               address=f"{endpoint['privateIPAddress']}/{endpoint['prefixLength']}",
-                               hostname=vm.body["properties"]["osProfile"]["computerName"], root_keys=self._keys(vm))
+        profile = vm.body["properties"]["osProfile"]
+        linux = profile.get("linuxConfiguration") or {}
+        password = (state.get("secrets") or {}).get("adminPassword")
+        who = goldens.Identity(
+            mac=spec.nics[0].mac, gateway=endpoint["gateway"], hostname=profile["computerName"],
+            address=f"{endpoint['privateIPAddress']}/{endpoint['prefixLength']}", root_keys=self._keys(vm),
+            admin=profile["adminUsername"], admin_keys=self._keys(vm),
+            password_hash=await asyncio.to_thread(seed.hash_password, password) if password else None,
+            password_auth=not linux.get("disablePasswordAuthentication", True))
+        disk_gb = vm.body["properties"]["storageProfile"]["osDisk"].get("diskSizeGB") or 0
         try:
-            await self.goldens.start_clone(spec, golden, who)
-        except (VmFailure, TimeoutError) as e:
+            if image.cloud_init:  # reboots must not look like a new instance to cloud-init
+                await provisioning.write_seed(spec.disks[-1].path, vm, endpoint,
+                                              instance_id=goldens.golden_instance_id(golden))
+            await self.goldens.start_clone(spec, golden, who, cloud_init=image.cloud_init,
+                                           disk_bytes=int(disk_gb) * 1024**3)
+        except (VmFailure, TimeoutError, disk_files.DiskFileError) as e:
             log.warning("restoring %s from its golden snapshot failed (%s): cold boot", vm.name, e)
+            if image.cloud_init:  # a seed of its own: cloud-init provisions the disk as a new instance
+                await provisioning.write_seed(spec.disks[-1].path, vm, endpoint)
             return False
         return True
 

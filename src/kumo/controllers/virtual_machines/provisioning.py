@@ -35,9 +35,9 @@ def _user_data(vm: Resource) -> bytes:
     return seed.compose_user_data(config, custom)
 
 
-async def write_seed(path: str | Path, vm: Resource, endpoint: dict[str, Any]) -> None:
-    """The VM's seed: instance-id (the vmId: cloud-init provisions once per VM), hostname, user-data and
-    a static network config for the primary NIC."""
+async def write_seed(path: str | Path, vm: Resource, endpoint: dict[str, Any], instance_id: str | None = None) -> None:
+    """The VM's seed: instance-id (the vmId: cloud-init provisions once per VM; a clone keeps its
+    golden's), hostname, user-data and a static network config for the primary NIC."""
     props = vm.body["properties"]
     mac = endpoint["macAddress"].lower().replace("-", ":")
     network = seed.network_config(mac, address=f"{endpoint['privateIPAddress']}/{endpoint['prefixLength']}",
@@ -45,7 +45,7 @@ async def write_seed(path: str | Path, vm: Resource, endpoint: dict[str, Any]) -
 
     def write() -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        seed.write_seed(path, instance_id=props["vmId"], hostname=props["osProfile"]["computerName"],
+        seed.write_seed(path, instance_id=instance_id or props["vmId"], hostname=props["osProfile"]["computerName"],
                         user_data=_user_data(vm), network_config=network)
     await asyncio.to_thread(write)
 

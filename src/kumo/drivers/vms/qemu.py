@@ -855,3 +855,14 @@ class QemuDriver:
                 await self._qmp(vid, "set_link", {"name": f"net{nic_index}", "up": up})
             except QMPError as e:
                 raise VmFailure(f"{vid}: set_link net{nic_index}: {e}") from e
+
+    async def block_resize(self, vid: str, disk_index: int, size_bytes: int) -> None:
+        """Grow disk `disk_index` (its file and what the guest sees: virtio-blk tells the guest its new
+        capacity). A clone's disk starts at its golden's size and is grown this way."""
+        if await asyncio.to_thread(self._pid, vid) is None:
+            raise VmFailure(f"{vid}: VM is not running")
+        async with self._lock(vid):
+            try:
+                await self._qmp(vid, "block_resize", {"device": f"disk{disk_index}", "size": size_bytes})
+            except QMPError as e:
+                raise VmFailure(f"{vid}: block_resize disk{disk_index}: {e}") from e
