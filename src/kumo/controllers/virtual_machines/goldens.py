@@ -32,9 +32,12 @@ import dataclasses
 import hashlib
 import json
 import logging
+import secrets
 import shlex
 import shutil
+import tempfile
 import time
+import uuid
 from pathlib import Path
 
 from kumo.compute import disk_files
@@ -64,6 +67,7 @@ class Identity:
     admin_keys: str = ""
     password_hash: str | None = None
     password_auth: bool = False
+    host_key: bytes = b""  # the SSH host key's private file, made on the host (see _host_key)
 
 
 def clonable(image: MarketplaceImage) -> bool:
@@ -209,6 +213,7 @@ class Goldens:
             if cloud_init and disk_bytes > (disk_files.qcow2_virtual_size(Path(spec.disks[0].path)) or 0):
                 await self.driver.block_resize(spec.id, 0, disk_bytes)
                 grow = True
+            who = dataclasses.replace(who, host_key=await _host_key(dropbear=not cloud_init))
             script = _cloud_init_identity(who, grow) if cloud_init else _tiny_identity(who)
             code, out, err = await self.driver.agent_exec(spec.id, ["/bin/sh", "-c", script], timeout=60)
             if code != 0:
@@ -219,6 +224,29 @@ class Goldens:
             raise
 
 
+def _reseed() -> str:
+    """Every clone resumes with the golden's kernel RNG state: mix fresh host randomness in and, where
+    python3 is there, make the kernel reseed its CRNG at once (RNDRESEEDCRNG) instead of within a minute.
+    SSH host keys are made on the host (_host_key), never drawn from a clone's RNG."""
+    return (f"echo {secrets.token_hex(64)} > /dev/urandom; command -v python3 >/dev/null && python3 -c "
+            "'import fcntl,os; fcntl.ioctl(os.open(\"/dev/random\", os.O_WRONLY), 0x5207)' 2>/dev/null || true")
+
+
+async def _host_key(*, dropbear: bool) -> bytes:
+    """A new ed25519 host key made with the host's RNG: dropbear's format for the tiny image, OpenSSH's
+    for the others (the guest derives the public half)."""
+    d = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="kumo-hostkey-"))
+    try:
+        key = d / "key"
+        if dropbear:
+            await hostcmd.run("dropbearkey", "-t", "ed25519", "-f", str(key))
+        else:
+            await hostcmd.run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(key))
+        return await asyncio.to_thread(key.read_bytes)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, d, True)
+
+
 def _tiny_identity(who: Identity) -> str:
     """The tiny guest's identity, as its boot script would have set it from the kernel command line."""
     q = shlex.quote
@@ -226,7 +254,7 @@ def _tiny_identity(who: Identity) -> str:
     host_key = "/etc/dropbear/dropbear_ed25519_host_key"
     ip = who.address.split("/")[0]
     return "\n".join([
-        "set -e",
+        "set -e", _reseed(),
         "ip link set eth0 down", f"ip link set eth0 address {q(who.mac)}", "ip addr flush dev eth0",
         f"ip addr add {q(who.address)} dev eth0", "ip link set eth0 up",
         f"ip route replace default via {q(who.gateway)}",
@@ -235,7 +263,7 @@ def _tiny_identity(who: Identity) -> str:
         f"echo {keys} | base64 -d > /root/.ssh/authorized_keys", "chmod 600 /root/.ssh/authorized_keys",
         # every clone would share the golden's SSH host key: a new one, and dropbear restarted with it
         "[ -r /run/dropbear.pid ] && kill $(cat /run/dropbear.pid) 2>/dev/null || true",
-        f"rm -f {host_key}", f"dropbearkey -t ed25519 -f {host_key} >/dev/null 2>&1",
+        f"echo {base64.b64encode(who.host_key).decode()} | base64 -d > {host_key}", f"chmod 600 {host_key}",
         f"dropbear -s -r {host_key} -p 22 -P /run/dropbear.pid 2>>/var/log/dropbear.log",
         f"(arping -q -U -c 2 -w 1 -I eth0 {q(ip)} >/dev/null 2>&1 &)",
         f"echo \"kumo: restored from a snapshot; {READY_MARKER} host={who.hostname} ip={who.address}\" > /dev/ttyS0",
@@ -251,7 +279,7 @@ def _cloud_init_identity(who: Identity, grow: bool) -> str:
     interfaces = (f"auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet static\n    address {ip}\n"
                   f"    gateway {who.gateway}\n")
     lines = [
-        "set -e",
+        "set -e", _reseed(),
         # network: the address now, and in ifupdown's file for the next boots
         "ip link set eth0 down", f"ip link set eth0 address {q(who.mac)}", "ip addr flush dev eth0",
         f"ip addr add {q(ip)} dev eth0", "ip link set eth0 up", f"ip route replace default via {q(who.gateway)}",
@@ -270,8 +298,11 @@ def _cloud_init_identity(who: Identity, grow: bool) -> str:
         f"usermod -p {q(who.password_hash)} {q(user)}" if who.password_hash else f"passwd -l {q(user)} >/dev/null",
         f"echo 'PasswordAuthentication {'yes' if who.password_auth else 'no'}' > /etc/ssh/sshd_config.d/50-kumo.conf",
         # what every clone shares with the golden: SSH host key, machine-id
-        "rm -f /etc/ssh/ssh_host_*", "ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key",
-        "rm -f /etc/machine-id && systemd-machine-id-setup >/dev/null 2>&1 || true",
+        "rm -f /etc/ssh/ssh_host_*", "umask 077",
+        f"echo {base64.b64encode(who.host_key).decode()} | base64 -d > /etc/ssh/ssh_host_ed25519_key",
+        "ssh-keygen -y -f /etc/ssh/ssh_host_ed25519_key > /etc/ssh/ssh_host_ed25519_key.pub", "umask 022",
+        "chmod 644 /etc/ssh/ssh_host_ed25519_key.pub",
+        f"echo {uuid.uuid4().hex} > /etc/machine-id",
         "systemctl restart ssh",
     ]
     if grow:
