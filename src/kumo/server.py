@@ -125,6 +125,7 @@ async def build_services(settings: Settings, say: Say = lambda _m: None) -> Serv
     lifecycle.register_operations(services)
     operations.register("vm.power", services.vms.power_operation)
     operations.register("vm.runCommand", services.vms.run_command_operation)
+    operations.register("vm.reimage", services.vms.reimage_operation)
     resource_groups.register_operations(services)
     return services
 

@@ -152,3 +152,11 @@ def test_debian_vms_from_a_golden_snapshot(kumo: KumoServer, rg: str, tmp_path: 
     r = ssh(key, target, "hostname; cat /etc/ssh/ssh_host_ed25519_key.pub | cut -d' ' -f2; "
                          "sudo -n cat /etc/machine-id", timeout=90)
     assert r.returncode == 0 and r.stdout.split() == ["clone2", seen["clone2"][1], seen["clone2"][0]], r.stdout
+
+    # reimage: the OS disk as the image made it (the file written before is gone), the same VM
+    target1 = f"kumouser@{made['clone1']['publicIpAddress']}"
+    assert ssh(key, target1, "touch /home/kumouser/before-reimage", timeout=60).returncode == 0
+    kumo.az("vm", "reimage", "-g", rg, "-n", "clone1", timeout=CREATE_TIMEOUT)
+    wait_ssh(key, target1, 120)
+    r = ssh(key, target1, "hostname; ls /home/kumouser", timeout=60)
+    assert r.returncode == 0 and r.stdout.split() == ["clone1"], r.stdout

@@ -345,8 +345,9 @@ class VmController:
             keys_file.parent.mkdir(parents=True, exist_ok=True)
             keys_file.write_text(self._keys(vm))
         await asyncio.to_thread(write_keys)
-        if image.cloud_init:
-            await provisioning.write_seed(spec.disks[-1].path, vm, endpoint)
+        if image.cloud_init:  # a clone keeps its golden's instance-id for good (see goldens.py)
+            await provisioning.write_seed(spec.disks[-1].path, vm, endpoint,
+                                          instance_id=(vm.body.get(INTERNAL) or {}).get("instanceId"))
         t0 = time.monotonic()
         cloned = await self._start_clone(vm, image, spec, endpoint)
         if not cloned:
@@ -385,6 +386,7 @@ class VmController:
         disk_gb = vm.body["properties"]["storageProfile"]["osDisk"].get("diskSizeGB") or 0
         try:
             if image.cloud_init:  # reboots must not look like a new instance to cloud-init
+                await self._set_internal(vm.key, instanceId=goldens.golden_instance_id(golden))
                 await provisioning.write_seed(spec.disks[-1].path, vm, endpoint,
                                               instance_id=goldens.golden_instance_id(golden))
             await self.goldens.start_clone(spec, golden, who, cloud_init=image.cloud_init,
@@ -392,6 +394,7 @@ class VmController:
         except (VmFailure, TimeoutError, disk_files.DiskFileError) as e:
             log.warning("restoring %s from its golden snapshot failed (%s): cold boot", vm.name, e)
             if image.cloud_init:  # a seed of its own: cloud-init provisions the disk as a new instance
+                await self._set_internal(vm.key, instanceId=None)
                 await provisioning.write_seed(spec.disks[-1].path, vm, endpoint)
             return False
         return True
@@ -502,6 +505,40 @@ class VmController:
         services.operations.launch(op)
         return Response(status_code=202, headers=services.operations.headers(op, ctx.base_url, ctx.api_version,
                                                                              location=True))
+
+    async def reimage_operation(self, run: Any) -> None:
+        """Azure's reimage: the OS disk made afresh from the VM's image (everything on it is lost), the VM
+        provisioned again as a new instance (a new temporary password may come with the request), and
+        started. Data disks are kept."""
+        key = run.op.resource_key
+        async with self._lock(key):
+            async with self.store.read() as tx:
+                vm = await tx.get_resource(key)
+            if vm is None:
+                raise ArmError(404, "ResourceNotFound", "The virtual machine was deleted.")
+            if (await self._require().status(self.vm_id(key))).running:
+                await self._halt(self.vm_id(key), skip_shutdown=True)
+            disk_id = (vm.body["properties"]["storageProfile"]["osDisk"].get("managedDisk") or {}).get("id")
+            assert self.services is not None
+            if disk_id:
+                async with self.store.read() as tx:
+                    disk = await tx.get_resource(disk_id.lower())
+                if disk is not None:
+                    await asyncio.to_thread(self.services.disks.path_of(disk.key).unlink, True)
+                    await self.services.disks.realise(disk)
+            async with self.store.write() as tx:
+                row = await tx.get_resource(key)
+                if row is None:
+                    return None
+                state = row.body.setdefault(INTERNAL, {})
+                state.pop("instanceId", None)
+                state["view"] = {k: v for k, v in (state.get("view") or {}).items() if k != "bootPath"}
+                state["power"] = "running"
+                if run.op.params.get("adminPassword"):
+                    state.setdefault("secrets", {})["adminPassword"] = run.op.params["adminPassword"]
+                await tx.put_resource(row)
+        await self.converge(key)
+        return None
 
     async def power_operation(self, run: Any) -> None:
         key = run.op.resource_key

@@ -188,7 +188,7 @@ class VirtualMachines(ResourceType):
                 await delete_tree(services, pip)
 
     actions = {"start": "start", "poweroff": "power_off", "restart": "restart", "deallocate": "deallocate",
-               "redeploy": "redeploy", "generalize": "generalize", "runcommand": "run_command",
+               "redeploy": "redeploy", "generalize": "generalize", "runcommand": "run_command", "reimage": "reimage",
                "retrievebootdiagnosticsdata": "boot_diagnostics_data",
                "instanceview": "get_instance_view", "vmsizes": "vm_sizes"}
 
@@ -205,6 +205,27 @@ class VirtualMachines(ResourceType):
                            f"'{resource.name}' since the VM is generalized.")
         running = internal(resource).get("power", "running") == "running"
         return await ctx.services.vms.begin_power(ctx, resource, "running", restart=running)
+
+    async def reimage(self, ctx: "RequestContext", resource: Resource) -> Response:
+        """`az vm reimage`: the OS disk back to the image's state; optionally a new admin password."""
+        if internal(resource).get("generalized"):
+            raise ArmError(409, "OperationNotAllowed", f"Operation 'reimage' is not allowed on VM "
+                           f"'{resource.name}' since the VM is generalized.")
+        body = await ctx.json_body(required=False) or {}
+        password = body.get("adminPassword") if isinstance(body, dict) else None
+        if password is not None and not isinstance(password, str):
+            raise bad_request("InvalidParameter", "adminPassword must be a string.", "adminPassword")
+        if body.get("tempDisk") if isinstance(body, dict) else False:
+            raise vm_schema.unsupported("tempDisk", "temporary disks")
+        services = ctx.services
+        op = services.operations.new(subscription_id=resource.subscription_id, namespace="Microsoft.Compute",
+                                     location=resource.location or "local", kind="vm.reimage",
+                                     resource_key=resource.key, params={"adminPassword": password} if password else {})
+        async with services.store.write() as tx:
+            await tx.add_operation(op)
+        services.operations.launch(op)
+        return Response(status_code=202, headers=services.operations.headers(op, ctx.base_url, ctx.api_version,
+                                                                             location=True))
 
     async def generalize(self, ctx: "RequestContext", resource: Resource) -> Response:
         """Marks the VM generalized (after `waagent -deprovision` in the guest, Azure's step 1): it can no
