@@ -165,6 +165,34 @@ def test_validation_errors(kumo: KumoServer, rg: str, network_client: Any, ssh_k
 
 
 @pytest.mark.slow
+def test_delete_options(kumo: KumoServer, rg: str, network_client: Any, compute_client: Any, ssh_key: Path) -> None:
+    """deleteOption Delete takes the NIC, its public IP and the disks with the VM; Detach leaves them."""
+    _vnet, pip, nic = _network(network_client, rg)
+    network_client.public_ip_addresses.begin_create_or_update(rg, "pip", {
+        "location": "local", "sku": {"name": "Standard"},
+        "properties": {"publicIPAllocationMethod": "Static", "deleteOption": "Delete"}}).result()
+    body = _vm_body(nic.id, ssh_key)
+    body["properties"]["networkProfile"]["networkInterfaces"][0]["properties"]["deleteOption"] = "Delete"
+    body["properties"]["storageProfile"]["osDisk"]["deleteOption"] = "Delete"
+    body["properties"]["storageProfile"]["dataDisks"] = [
+        {"lun": 0, "createOption": "Empty", "diskSizeGB": 1, "deleteOption": "Detach"},
+        {"lun": 1, "createOption": "Empty", "diskSizeGB": 1, "deleteOption": "Delete"}]
+    vm = compute_client.virtual_machines.begin_create_or_update(rg, "vm1", body).result()
+    disks = {d.lun: d.managed_disk.id for d in vm.storage_profile.data_disks}
+    os_disk = vm.storage_profile.os_disk.managed_disk.id
+    assert {d.name for d in compute_client.disks.list_by_resource_group(rg)} == \
+        {vm.storage_profile.os_disk.name, *(d.name for d in vm.storage_profile.data_disks)}
+    compute_client.virtual_machines.begin_delete(rg, "vm1").result()
+    left = {d.id.lower(): d for d in compute_client.disks.list_by_resource_group(rg)}
+    assert set(left) == {disks[0].lower()} and left[disks[0].lower()].disk_state == "Unattached"
+    assert os_disk.lower() not in left
+    assert [n.name for n in network_client.network_interfaces.list(rg)] == []
+    assert [p.name for p in network_client.public_ip_addresses.list(rg)] == []
+    assert not (kumo.data_dir / "disks" / f"disk-{_h(disks[1])}.qcow2").exists()
+    assert (kumo.data_dir / "disks" / f"disk-{_h(disks[0])}.qcow2").exists()
+
+
+@pytest.mark.slow
 def test_sdk_vm_lifecycle(kumo: KumoServer, rg: str, network_client: Any, compute_client: Any,
                           ssh_key: Path) -> None:
     vnet, pip, nic = _network(network_client, rg)
