@@ -329,7 +329,10 @@ class VmController:
         keys_file = self.driver.paths(vid).state_dir / "authorized_keys"
         spec = self._spec(vm, image, endpoint, keys_file)
         wanted = _shape(json.loads(json.dumps(dataclasses.asdict(spec))))
-        if running and (restart or _shape(self._running_spec(vid)) != wanted):  # a restart, resize, new disk
+        first_boot_cut = running and not ((vm.body.get(INTERNAL) or {}).get("view") or {}).get("bootPath")
+        if first_boot_cut:  # kumo stopped during the VM's first boot (a clone may lack its identity): again
+            log.info("virtual machine %s never finished its first boot: booting it again", vm.name)
+        if running and (restart or first_boot_cut or _shape(self._running_spec(vid)) != wanted):
             await self._record(key, power="stopping", agent="NotReady")
             await self._halt(vid, skip_shutdown=False)
             running = False
