@@ -7,9 +7,12 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from kumo.compute.marketplace import ImageCatalog
+from kumo.config import default_vm_images_dir
 from tests.conftest import ROOT, KumoServer
 
 pytestmark = pytest.mark.e2e
@@ -27,13 +30,17 @@ def test_readme_sdk_snippet_runs(kumo: KumoServer) -> None:
     assert kumo.az("group", "exists", "-n", "rg1") is False  # the snippet deletes what it made
 
 
-def run_walkthrough(kumo: KumoServer, first_line: str) -> subprocess.CompletedProcess[str]:
-    """Run the README's bash block that starts with `first_line`, as written, with kumo on PATH."""
+def run_walkthrough(kumo: KumoServer, first_line: str, timeout: float = 300,
+                    home: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the README's bash block that starts with `first_line`, as written, with kumo on PATH (and
+    HOME elsewhere when the block writes there: ssh keys, known hosts)."""
     readme = (ROOT / "README.md").read_text()
     snippet = re.search(r"```bash\n(" + re.escape(first_line) + r".*?)```", readme, re.S)
     assert snippet, f"README.md lost its walkthrough starting with {first_line!r}"
-    env = {**kumo.env(), "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"}
-    out = subprocess.run(["bash", "-ec", snippet.group(1)], env=env, capture_output=True, text=True, timeout=300)
+    env = {**kumo.env(), "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
+           **({"HOME": str(home)} if home else {})}
+    out = subprocess.run(["bash", "-ec", snippet.group(1)], env=env, capture_output=True, text=True,
+                         timeout=timeout)
     assert out.returncode == 0, out.stderr
     return out
 
@@ -54,3 +61,15 @@ def test_readme_container_walkthrough_runs(kumo: KumoServer) -> None:
     assert "listening on port 80" in out.stdout  # az container logs
     assert re.search(r"^hello\r?$", out.stdout, re.M)  # az container exec: the group's hostname
     assert kumo.az("group", "exists", "-n", "acidemo") is False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("qemu-system-x86_64"), reason="VMs need root and QEMU")
+@pytest.mark.skipif(ImageCatalog(default_vm_images_dir()).find("Debian", "debian-12", "12-gen2", "latest") is None,
+                    reason="the Debian VM image is not built (kumo vm-images build)")
+def test_readme_vm_walkthrough_runs(kumo: KumoServer, tmp_path: Path) -> None:
+    out = run_walkthrough(kumo, "kumo az group create -n vmdemo", timeout=1500, home=tmp_path)
+    assert "hello from custom data" in out.stdout  # over SSH with the key az generated
+    assert "cloud-amd64" in out.stdout  # run-command's uname -r
+    assert (tmp_path / ".ssh" / "id_rsa").exists()
+    assert kumo.az("group", "exists", "-n", "vmdemo") is False
