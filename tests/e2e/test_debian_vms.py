@@ -160,3 +160,31 @@ def test_debian_vms_from_a_golden_snapshot(kumo: KumoServer, rg: str, tmp_path: 
     wait_ssh(key, target1, 120)
     r = ssh(key, target1, "hostname; ls /home/kumouser", timeout=60)
     assert r.returncode == 0 and r.stdout.split() == ["clone1"], r.stdout
+
+
+def test_imported_image(kumo: KumoServer, rg: str, tmp_path: Path) -> None:
+    """`kumo vm-images import` puts an image of one's own (here the Debian image's files, from a raw disk)
+    in the marketplace, and `az vm create --image <urn>` boots it."""
+    debian = ImageCatalog(default_vm_images_dir()).find("Debian", "debian-12", "12-gen2", "latest")
+    assert debian is not None
+    raw = tmp_path / "disk.raw"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(debian.file("disk")), str(raw)], check=True)
+    target = default_vm_images_dir() / "contoso-imported-0.1.0"
+    try:
+        kumo.kumo("vm-images", "import", str(raw), "--urn", "Contoso:imported:base:0.1.0", "--alias", "ContosoBase",
+                  "--kernel", str(debian.file("kernel")), "--initrd", str(debian.file("initrd")),
+                  "--append", str(debian.boot["append"]))
+        listed = kumo.az("vm", "image", "list", "--publisher", "Contoso", "--all")
+        assert [i["urn"] for i in listed] == ["Contoso:imported:base:0.1.0"], listed
+        key = tmp_path / "id"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        out = kumo.az("vm", "create", "-g", rg, "-n", "mine", "--image", "Contoso:imported:base:0.1.0",
+                      "--size", "Standard_B1s", "--admin-username", "azureuser",
+                      "--ssh-key-values", str(key.with_suffix(".pub")), timeout=CREATE_TIMEOUT)
+        target_host = f"azureuser@{out['publicIpAddress']}"
+        wait_ssh(key, target_host, 120)
+        r = ssh(key, target_host, "hostname", timeout=60)
+        assert r.returncode == 0 and r.stdout.strip() == "mine", r.stderr
+        kumo.az("vm", "delete", "--yes", "-g", rg, "-n", "mine")
+    finally:
+        shutil.rmtree(target, ignore_errors=True)

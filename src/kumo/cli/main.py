@@ -329,6 +329,31 @@ def vm_images_build(out: Path | None, force: bool, only: tuple[str, ...]) -> Non
         raise click.ClickException(str(e)) from e
 
 
+@vm_images.command("import")
+@click.argument("disk")
+@click.option("--urn", required=True, help="publisher:offer:sku:version it is listed under, e.g. "
+              "Canonical:ubuntu-24_04-lts:server:1.0.0")
+@click.option("--kernel", required=True, help="Its kernel (a path or URL): kumo boots images directly.")
+@click.option("--initrd", required=True, help="Its initrd (a path or URL).")
+@click.option("--append", default=None, help="Kernel command line (default: root=/dev/vda1 rw console=ttyS0 "
+              "net.ifnames=0, right for a partitioned cloud image).")
+@click.option("--alias", default=None, help="A name for `az vm create --image`, e.g. Ubuntu2404.")
+@click.option("--min-memory", type=int, default=512, show_default=True, help="Smallest VM memory in MiB.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Images directory (as for build).")
+def vm_images_import(disk: str, urn: str, kernel: str, initrd: str, append: str | None, alias: str | None,
+                     min_memory: int, out: Path | None) -> None:
+    """Import DISK (a qcow2 or raw file or URL) as a marketplace image. The guest must run cloud-init
+    (NoCloud) and the QEMU guest agent."""
+    from kumo.images import vm
+    from kumo.images.vm.importer import DEFAULT_APPEND, ImportSpec, import_image
+
+    try:
+        import_image(ImportSpec(urn=urn, disk=disk, kernel=kernel, initrd=initrd, append=append or DEFAULT_APPEND,
+                                alias=alias, min_memory_mib=min_memory), out or vm.default_dir(), say=click.echo)
+    except vm.BuildError as e:
+        raise click.ClickException(str(e)) from e
+
+
 @cli.group()
 def images() -> None:
     """Container images in kumo's image store (what container groups start from)."""
