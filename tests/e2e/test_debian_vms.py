@@ -126,10 +126,11 @@ def test_debian_vms_from_a_golden_snapshot(kumo: KumoServer, rg: str, tmp_path: 
     key = tmp_path / "id"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     made = {}
-    for name in ("clone1", "clone2"):
+    password = ["--authentication-type", "all", "--admin-password", "Kumo-Passw0rd-2026"]
+    for name, extra in (("clone1", []), ("clone2", password)):
         made[name] = kumo.az("vm", "create", "-g", rg, "-n", name, "--image", "Debian12", "--size", "Standard_B1s",
                              "--admin-username", "kumouser", "--ssh-key-values", str(key.with_suffix(".pub")),
-                             "--os-disk-size-gb", "6", "--nsg-rule", "SSH", timeout=CREATE_TIMEOUT)
+                             "--os-disk-size-gb", "6", "--nsg-rule", "SSH", *extra, timeout=CREATE_TIMEOUT)
         assert _boot_path(kumo, rg, name) == "snapshot"
     seen = {}
     for name, out in made.items():
@@ -144,6 +145,11 @@ def test_debian_vms_from_a_golden_snapshot(kumo: KumoServer, rg: str, tmp_path: 
         assert int(root_bytes) > 5 * 1024**3, r.stdout  # grown from the golden's 3 GiB
         seen[name] = (machine_id, host_key)
     assert seen["clone1"][0] != seen["clone2"][0] and seen["clone1"][1] != seen["clone2"][1]
+    for name, wanted in (("clone1", ("!", "no")), ("clone2", ("$6$", "yes"))):  # password as the VM asked
+        r = ssh(key, f"kumouser@{made[name]['publicIpAddress']}", "sudo -n getent shadow kumouser | cut -d: -f2 | "
+                "cut -c1-3; sudo -n sshd -T | awk '/^passwordauthentication/ {print $2}'", timeout=90)
+        assert r.returncode == 0 and r.stdout.split()[0].startswith(wanted[0]) and r.stdout.split()[1] == wanted[1], \
+            (name, r.stdout, r.stderr)
 
     # a reboot is a cold boot of the clone's own disk: cloud-init sees no new instance, the identity stays
     kumo.az("vm", "restart", "-g", rg, "-n", "clone2", timeout=CREATE_TIMEOUT)

@@ -296,7 +296,9 @@ def _cloud_init_identity(who: Identity, grow: bool) -> str:
         f"echo {keys} | base64 -d > {q(home + '/.ssh/authorized_keys')}",
         f"chown {q(user)}: {q(home + '/.ssh/authorized_keys')}", f"chmod 600 {q(home + '/.ssh/authorized_keys')}",
         f"usermod -p {q(who.password_hash)} {q(user)}" if who.password_hash else f"passwd -l {q(user)} >/dev/null",
-        f"echo 'PasswordAuthentication {'yes' if who.password_auth else 'no'}' > /etc/ssh/sshd_config.d/50-kumo.conf",
+        # where cloud-init keeps ssh_pwauth (sshd takes the first value it reads, and this file is first)
+        f"echo 'PasswordAuthentication {'yes' if who.password_auth else 'no'}' > "
+        "/etc/ssh/sshd_config.d/50-cloud-init.conf",
         # what every clone shares with the golden: SSH host key, machine-id
         "rm -f /etc/ssh/ssh_host_*", "umask 077",
         f"echo {base64.b64encode(who.host_key).decode()} | base64 -d > /etc/ssh/ssh_host_ed25519_key",
