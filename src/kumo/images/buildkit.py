@@ -46,6 +46,17 @@ def shared_libraries(*binaries: str) -> list[str]:
     return sorted(libs)
 
 
+def run(*argv: str, cwd: Path | None = None) -> str:
+    """A quick host command whose output a builder needs; BuildError with its stderr when it fails."""
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, cwd=cwd)
+    except FileNotFoundError:
+        raise BuildError(f"{argv[0]} not found: install it (scripts/setup.sh does)") from None
+    if proc.returncode != 0:
+        raise BuildError(f"`{' '.join(argv)}` failed: {(proc.stderr or proc.stdout).strip()[-500:]}")
+    return proc.stdout
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Readers see the old file or the new one, never a part."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}")

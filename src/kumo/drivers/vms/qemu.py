@@ -846,23 +846,21 @@ class QemuDriver:
         if child is not None:
             await child.wait()
 
-    async def set_link(self, vid: str, nic_index: int, up: bool) -> None:
-        """Plug (`up`) or unplug NIC `nic_index`'s cable: the guest sees the virtio-net link change."""
+    async def _qmp_running(self, vid: str, command: str, arguments: dict[str, Any]) -> None:
+        """One QMP command to a running VM; VmFailure (with QEMU's reason) otherwise."""
         if await asyncio.to_thread(self._pid, vid) is None:
             raise VmFailure(f"{vid}: VM is not running")
         async with self._lock(vid):
             try:
-                await self._qmp(vid, "set_link", {"name": f"net{nic_index}", "up": up})
+                await self._qmp(vid, command, arguments)
             except QMPError as e:
-                raise VmFailure(f"{vid}: set_link net{nic_index}: {e}") from e
+                raise VmFailure(f"{vid}: {command} {arguments}: {e}") from e
+
+    async def set_link(self, vid: str, nic_index: int, up: bool) -> None:
+        """Plug (`up`) or unplug NIC `nic_index`'s cable: the guest sees the virtio-net link change."""
+        await self._qmp_running(vid, "set_link", {"name": f"net{nic_index}", "up": up})
 
     async def block_resize(self, vid: str, disk_index: int, size_bytes: int) -> None:
         """Grow disk `disk_index` (its file and what the guest sees: virtio-blk tells the guest its new
         capacity). A clone's disk starts at its golden's size and is grown this way."""
-        if await asyncio.to_thread(self._pid, vid) is None:
-            raise VmFailure(f"{vid}: VM is not running")
-        async with self._lock(vid):
-            try:
-                await self._qmp(vid, "block_resize", {"device": f"disk{disk_index}", "size": size_bytes})
-            except QMPError as e:
-                raise VmFailure(f"{vid}: block_resize disk{disk_index}: {e}") from e
+        await self._qmp_running(vid, "block_resize", {"device": f"disk{disk_index}", "size": size_bytes})

@@ -50,7 +50,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
-from kumo.images.buildkit import BuildError, locked, shared_libraries, which, write_atomic
+from kumo.images.buildkit import BuildError, locked, run, shared_libraries, which, write_atomic
 from kumo.images.vm import cpio, guest
 from kumo.images.vm.guest import FW_CFG_KEYS, HOSTKEY_MARKER, QGA_PORT, READY_MARKER
 
@@ -105,16 +105,6 @@ def image_dir(out: str | os.PathLike[str] | None = None, image: ImageDef = TINY)
     return (Path(out) if out is not None else default_dir()) / image.dirname
 
 
-def _run(*argv: str, cwd: Path | None = None) -> str:
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, cwd=cwd)
-    except FileNotFoundError:
-        raise BuildError(f"{argv[0]} not found: install it (scripts/setup.sh does)") from None
-    if proc.returncode != 0:
-        raise BuildError(f"`{' '.join(argv)}` failed: {(proc.stderr or proc.stdout).strip()[-500:]}")
-    return proc.stdout
-
-
 
 
 
@@ -131,12 +121,12 @@ def _host_versions() -> dict[str, str]:
 
 def _kernel_package() -> tuple[str, str]:
     """(package, version) of the kernel image `linux-image-cloud-amd64` depends on, as apt offers it now."""
-    out = _run("apt-cache", "depends", KERNEL_META)
+    out = run("apt-cache", "depends", KERNEL_META)
     m = re.search(r"Depends:\s*(linux-image-[0-9][^\s]*-cloud-amd64)\b", out)
     if not m:
         raise BuildError(f"apt-cache knows no {KERNEL_META} (run apt-get update?)")
     pkg = m.group(1)
-    show = _run("apt-cache", "show", "--no-all-versions", pkg)
+    show = run("apt-cache", "show", "--no-all-versions", pkg)
     v = re.search(r"^Version:\s*(\S+)", show, re.M)
     if not v:
         raise BuildError(f"apt-cache show {pkg}: no version")
@@ -185,7 +175,7 @@ def _download_kernel(cache: Path, pkg: str, version: str, say: Say) -> Path:
     say(f"[tiny] downloading {pkg} {version} …")
     with tempfile.TemporaryDirectory(dir=debs) as tmp:
         os.chmod(tmp, 0o755)  # apt's _apt user must be able to write when apt sandboxes the download
-        _run("apt-get", "download", f"{pkg}={version}", cwd=Path(tmp))
+        run("apt-get", "download", f"{pkg}={version}", cwd=Path(tmp))
         got = [p for p in Path(tmp).glob("*.deb")]
         if len(got) != 1:
             raise BuildError(f"apt-get download {pkg}: expected one .deb, got {[p.name for p in got]}")
@@ -232,7 +222,7 @@ def _initramfs_tree(kroot: Path, kver: str) -> tuple[cpio.Tree, list[str]]:
     busybox = binaries["bin/busybox"]
     if shared_libraries(busybox):
         raise BuildError(f"{busybox} is dynamically linked: install busybox-static")
-    applets = _run(busybox, "--list-full").split()
+    applets = run(busybox, "--list-full").split()
     tree: cpio.Tree = {d: cpio.directory() for d in (
         "bin", "sbin", "usr/bin", "usr/sbin", "dev", "proc", "sys", "run", "etc", "etc/kumo", "lib",
         "var", "var/log", "var/lib", "mnt")}
@@ -341,12 +331,12 @@ def _build_locked(root: Path, image: ImageDef, *, force: bool, say: Say) -> Buil
     try:
         t1 = time.monotonic()
         kroot = staging / "kernel"
-        _run("dpkg-deb", "-x", str(deb), str(kroot))
+        run("dpkg-deb", "-x", str(deb), str(kroot))
         kvers = sorted(p.name for p in (kroot / "lib" / "modules").iterdir())
         if len(kvers) != 1:
             raise BuildError(f"{deb.name}: expected one kernel under lib/modules, found {kvers}")
         kver = kvers[0]
-        _run(which("depmod", "/usr/sbin/depmod", "/sbin/depmod"), "-b", str(kroot), kver)
+        run(which("depmod", "/usr/sbin/depmod", "/sbin/depmod"), "-b", str(kroot), kver)
         vmlinuz = kroot / "boot" / f"vmlinuz-{kver}"
         say(f"[tiny] kernel {kver} unpacked, depmod done ({time.monotonic() - t1:.1f} s)")
         t1 = time.monotonic()

@@ -56,7 +56,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kumo.images.buildkit import BuildError, locked, which, write_atomic
+from kumo.images.buildkit import BuildError, locked, run, which, write_atomic
 from kumo.images.vm import BuildResult, ImageDef, default_dir
 
 Say = Callable[[str], None]
@@ -158,17 +158,6 @@ chroot "$r" update-initramfs -u -k all
 """
 
 
-def _run(*argv: str, cwd: Path | None = None) -> str:
-    """A quick host command whose output we need; BuildError with its stderr when it fails."""
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, cwd=cwd)
-    except FileNotFoundError:
-        raise BuildError(f"{argv[0]} not found: install it (scripts/setup.sh does)") from None
-    if proc.returncode != 0:
-        raise BuildError(f"`{' '.join(argv)}` failed: {(proc.stderr or proc.stdout).strip()[-500:]}")
-    return proc.stdout
-
-
 def _stream(argv: list[str], say: Say, env: dict[str, str]) -> None:
     """A long host command (mmdebstrap): its progress lines (`I:`/`W:`/`E:`) go to `say`, the last
     lines of everything it printed into the BuildError when it fails."""
@@ -198,7 +187,7 @@ def mirrors() -> tuple[str, str]:
 
 def _candidates(packages: tuple[str, ...]) -> dict[str, str]:
     """The version apt would install now of each package (the host's lists: same mirrors as the build)."""
-    out = _run("apt-cache", "policy", *packages)
+    out = run("apt-cache", "policy", *packages)
     found: dict[str, str] = {}
     current = None
     for line in out.splitlines():
@@ -283,9 +272,9 @@ def _make_disk(rootfs: Path, staging: Path, out: Path, fs_uuid: str) -> None:
     raw = staging / "disk.raw"
     with open(raw, "wb") as f:
         f.truncate(DISK_BYTES)
-    _run(which("mkfs.ext4", "/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"), "-q", "-F", "-L", "rootfs", "-U", fs_uuid,
+    run(which("mkfs.ext4", "/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"), "-q", "-F", "-L", "rootfs", "-U", fs_uuid,
          "-E", f"hash_seed={fs_uuid}", "-d", str(rootfs), str(raw))
-    _run(which("qemu-img", "/usr/bin/qemu-img"), "convert", "-f", "raw", "-O", "qcow2", str(raw), str(out))
+    run(which("qemu-img", "/usr/bin/qemu-img"), "convert", "-f", "raw", "-O", "qcow2", str(raw), str(out))
     raw.unlink()
 
 
