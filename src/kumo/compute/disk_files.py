@@ -99,16 +99,22 @@ async def info(path: Path) -> dict[str, Any]:
             "format": raw.get("format")}
 
 
-async def create_empty(path: Path, size_gb: int) -> None:
-    """A blank (sparse) qcow2 of `size_gb` GiB."""
+async def _write_new(path: Path, *qemu_img_args: str) -> None:
+    """Run qemu-img writing to a temporary name (the `{}` in its arguments), then rename it to `path`:
+    a crash never leaves a half-made file under a resource's name."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp(path)
     try:
-        await _qemu_img("create", "-q", "-f", "qcow2", str(tmp), _gib(size_gb))
+        await _qemu_img(*(str(tmp) if a == "{}" else a for a in qemu_img_args))
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     await _into_place(tmp, path)
+
+
+async def create_empty(path: Path, size_gb: int) -> None:
+    """A blank (sparse) qcow2 of `size_gb` GiB."""
+    await _write_new(path, "create", "-q", "-f", "qcow2", "{}", _gib(size_gb))
 
 
 async def create_overlay(path: Path, backing: Path, size_gb: int | None = None) -> None:
@@ -123,27 +129,13 @@ async def create_overlay(path: Path, backing: Path, size_gb: int | None = None) 
             raise DiskFileError(f"{size_gb} GiB is smaller than the {size / GIB:g} GiB of {backing.name}: "
                                 "a disk cannot shrink")
         size = wanted
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    try:
-        await _qemu_img("create", "-q", "-f", "qcow2", "-b", str(backing), "-F", "qcow2", str(tmp), str(size))
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    await _into_place(tmp, path)
+    await _write_new(path, "create", "-q", "-f", "qcow2", "-b", str(backing), "-F", "qcow2", "{}", str(size))
 
 
 async def flatten_copy(src: Path, dst: Path) -> None:
     """A standalone qcow2 with `src`'s content (its backing chain folded in): how snapshots, copies
     and images are taken. Reads with force-share, so a disk in use is copied as it is on disk then."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(dst)
-    try:
-        await _qemu_img("convert", "-U", "-O", "qcow2", str(src), str(tmp))
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    await _into_place(tmp, dst)
+    await _write_new(dst, "convert", "-U", "-O", "qcow2", str(src), "{}")
 
 
 async def resize(path: Path, size_gb: int) -> None:
