@@ -207,5 +207,15 @@ def rg(resource_client: Any) -> Iterator[str]:
             resource_client.resource_groups.begin_delete(name).result()
 
 
+@pytest.fixture(scope="module")
+def ssh_key() -> Iterator[Path]:
+    """One SSH key pair for a test module's guests (`<dir>/id` and `id.pub`)."""
+    from tests.vmlib import new_ssh_key
+
+    d = Path(tempfile.mkdtemp(prefix="kumo-vmkey-"))
+    yield new_ssh_key(d)
+    shutil.rmtree(d, ignore_errors=True)
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"

@@ -1,8 +1,17 @@
-"""Helpers for VM tests: the QEMU processes a test started, found by a marker in their command line."""
+"""Helpers for VM tests: the QEMU processes a test started (found by a marker in their command line) and
+SSH keys for logging in to guests."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
+
+
+def new_ssh_key(directory: Path) -> Path:
+    """A passphrase-less ed25519 key pair `directory/id` (+ `.pub`); returns the private key's path."""
+    key = directory / "id"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kumo-test", "-f", str(key)], check=True)
+    return key
 
 
 def qemu_pids(marker: str) -> list[int]:

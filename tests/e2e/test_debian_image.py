@@ -59,8 +59,7 @@ def image() -> MarketplaceImage:
 
 @pytest.fixture(scope="module")
 def boot(image: MarketplaceImage) -> dict[str, Any]:
-    assert image.directory is not None
-    return json.loads((image.directory / "image.json").read_text())["kumo"]["boot"]
+    return image.boot  # the manifest's "kumo"."boot", as the catalogue read it
 
 
 @pytest.fixture
@@ -68,15 +67,6 @@ def work() -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="kdeb", dir="/tmp"))  # short: socket paths must fit 107 bytes
     yield d
     assert not qemu_pids(PREFIX), "a QEMU process of this test survived"
-    shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def ssh_key() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="kumo-debkey-"))
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kumo-test", "-f", str(d / "id")],
-                   check=True)
-    yield d / "id"
     shutil.rmtree(d, ignore_errors=True)
 
 

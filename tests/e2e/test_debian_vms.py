@@ -17,7 +17,7 @@ from kumo.compute.marketplace import ImageCatalog
 from kumo.config import default_vm_images_dir
 from tests.conftest import KumoServer
 from tests.e2e.test_virtual_machines import _h, _site, ssh, wait_ssh
-from tests.vmlib import qemu_pids
+from tests.vmlib import new_ssh_key, qemu_pids
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("qemu-system-x86_64") or not shutil.which("nft"),
@@ -123,8 +123,7 @@ def _boot_path(kumo: KumoServer, rg: str, name: str) -> str:
 def test_debian_vms_from_a_golden_snapshot(kumo: KumoServer, rg: str, tmp_path: Path) -> None:
     """Debian VMs without custom data are restored from the shape's golden snapshot and given their own
     identity (user, key, hostname, address, SSH host key, machine-id, disk size), which survives a reboot."""
-    key = tmp_path / "id"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    key = new_ssh_key(tmp_path)
     made = {}
     password = ["--authentication-type", "all", "--admin-password", "Kumo-Passw0rd-2026"]
     for name, extra in (("clone1", []), ("clone2", password)):
@@ -182,8 +181,7 @@ def test_imported_image(kumo: KumoServer, rg: str, tmp_path: Path) -> None:
                   "--append", str(debian.boot["append"]))
         listed = kumo.az("vm", "image", "list", "--publisher", "Contoso", "--all")
         assert [i["urn"] for i in listed] == ["Contoso:imported:base:0.1.0"], listed
-        key = tmp_path / "id"
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        key = new_ssh_key(tmp_path)
         out = kumo.az("vm", "create", "-g", rg, "-n", "mine", "--image", "Contoso:imported:base:0.1.0",
                       "--size", "Standard_B1s", "--admin-username", "azureuser",
                       "--ssh-key-values", str(key.with_suffix(".pub")), timeout=CREATE_TIMEOUT)

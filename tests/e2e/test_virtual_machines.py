@@ -10,9 +10,7 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,15 +77,6 @@ def wait_ssh(key: Path, target: str, timeout: float) -> float:
 def power_state(view: Any) -> str:
     statuses = view["statuses"] if isinstance(view, dict) else [s.as_dict() for s in view.statuses]
     return next(s["code"] for s in statuses if s["code"].startswith("PowerState/"))
-
-
-@pytest.fixture(scope="module")
-def ssh_key() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="kumo-vmkey-"))
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kumo-test", "-f", str(d / "id")],
-                   check=True)
-    yield d / "id"
-    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

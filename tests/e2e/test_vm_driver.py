@@ -56,15 +56,6 @@ def root() -> Iterator[Path]:
     shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def ssh_key() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="kumo-vmkey-"))
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kumo-test", "-f", str(d / "id")],
-                   check=True)
-    yield d / "id"
-    shutil.rmtree(d, ignore_errors=True)
-
-
 def _spec(image: vm_images.BuildResult, vid: str, append: str = "", **kw) -> VmSpec:
     return VmSpec(id=vid, kernel=str(image.directory / "vmlinuz"), initrd=str(image.directory / "initrd.img"),
                   append=f"{vm_images.BOOT_APPEND} {append}".strip(), memory_mib=128, **kw)
