@@ -94,6 +94,11 @@ class ResourceType:
     async def removed(self, services: "Services", resource: Resource) -> None:
         return None
 
+    # a collection under a parent whose rows are not simply its children of this type (a scale set's
+    # instances are VM rows): the rows to list, or None for the generic listing
+    async def list_rows(self, services: "Services", parent: ResourceId) -> list[Resource] | None:
+        return None
+
     actions: ClassVar[dict[str, str]] = {}  # lower-case action name -> method name on the class
     unbound_actions: ClassVar[frozenset[str]] = frozenset()  # actions that may run before the resource
     # exists: their method gets the ResourceId instead of the Resource

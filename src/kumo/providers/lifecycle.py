@@ -55,10 +55,10 @@ async def require_resource_group(tx: Tx, subscription: str, name: str, *, for_wr
     return rg
 
 
-def _scope_fields(rid: ResourceId) -> dict[str, Any]:
+def _scope_fields(rid: ResourceId, handler: ResourceType, owner: str | None) -> dict[str, Any]:
     parent = rid.parent
     return dict(subscription_id=rid.subscription.lower(), resource_group=(rid.resource_group or "").lower(),
-                type=rid.type_key, name=rid.name, parent_key=parent.key if parent else None)
+                type=handler.key, name=rid.name, parent_key=owner or (parent.key if parent else None))
 
 
 def with_state(body: dict[str, Any], state: str) -> dict[str, Any]:
@@ -85,16 +85,23 @@ async def apply(ctx: "RequestContext", rid: ResourceId, handler: ResourceType,
 
 
 async def apply_desired(services: "Services", rid: ResourceId, handler: ResourceType, request_body: dict[str, Any],
-                        why: str) -> tuple[Resource, bool, Operation | None]:
+                        why: str, *, owner: str | None = None) -> tuple[Resource, bool, Operation | None]:
     """The core of PUT, shared by the REST API and template deployments: validate, store the desired
     state with its operation, launch it. Returns the stored resource, whether it is new, and the
-    operation realising it (None for synchronous types)."""
+    operation realising it (None for synchronous types).
+
+    `owner`: the key of a resource that owns this one although its id does not say so (a scale set's
+    instances and their NICs): it must exist, the row is its child (deleted with it, hidden from
+    top-level lists), and the row's type is the handler's rather than the one the id spells."""
     if not handler.name_pattern.match(rid.name):
         raise bad_request("InvalidResourceName", f"Resource name {rid.name} is invalid. {handler.name_rule}")
     async with services.store.read() as tx:
         await require_resource_group(tx, rid.subscription, rid.resource_group or "", for_write=True)
         parent = rid.parent
-        if parent is not None and await tx.get_resource(parent.key) is None:
+        if owner is not None:
+            if await tx.get_resource(owner) is None:
+                raise ArmError(404, "ParentResourceNotFound", f"The resource {owner} that owns {rid} was not found.")
+        elif parent is not None and await tx.get_resource(parent.key) is None:
             raise not_found(parent.type, "/".join(parent.names), rid.resource_group)
         existing = await tx.get_resource(rid.key)
     if existing is not None and existing.provisioning_state == "Deleting":
@@ -120,7 +127,7 @@ async def apply_desired(services: "Services", rid: ResourceId, handler: Resource
     resource = Resource(key=rid.key, id=str(rid), body=with_state(body, state), provisioning_state=state,
                         location=location, desired_gen=(existing.desired_gen + 1) if existing else 1,
                         observed_gen=existing.observed_gen if existing else 0,
-                        created_at=existing.created_at if existing else 0.0, **_scope_fields(rid))
+                        created_at=existing.created_at if existing else 0.0, **_scope_fields(rid, handler, owner))
     if not handler.long_running:
         resource.observed_gen = resource.desired_gen
     op = None
@@ -227,10 +234,16 @@ async def list_resources(ctx: "RequestContext", handler: ResourceType, subscript
             if await tx.get_resource(parent.key) is None:
                 raise not_found(parent.type, "/".join(parent.names), resource_group)
 
+    rows = await handler.list_rows(ctx.services, parent) if parent is not None else None
+
     async def fetch(after: str | None, n: int) -> list[Resource]:
+        if rows is not None:
+            return sorted((r for r in rows if after is None or r.key > after), key=lambda r: r.key)[:n]
         async with store.read() as tx:
+            # a top-level list leaves out rows a resource owns (a scale set's instances and their NICs)
             return await tx.list_resources(subscription.lower(), resource_group=resource_group, type=handler.key,
-                                           parent_key=parent.key if parent else None, after_key=after, limit=n)
+                                           parent_key=parent.key if parent else None, top_level_only=parent is None,
+                                           after_key=after, limit=n)
 
     # `$expand=instanceView`, or a VM list's `statusOnly=true` (each with its instance view)
     expand = ctx.query("$expand") or ("instanceView" if (ctx.query("statusOnly") or "").lower() == "true" else "")

@@ -41,7 +41,7 @@ from kumo.controllers.virtual_machines.boot_diagnostics import BootLogUrls
 from kumo.images.vm import BOOT_APPEND, FW_CFG_KEYS, READY_MARKER
 from kumo.providers.compute.vm_schema import INTERNAL, primary_nic
 from kumo.providers.network.public_ips import allocate_address, release_address
-from kumo.store import Resource, Store
+from kumo.store import Operation, Resource, Store
 
 if TYPE_CHECKING:
     from kumo.arm.context import RequestContext, Services
@@ -486,6 +486,13 @@ class VmController:
     # -- actions ---------------------------------------------------------------------------------------
     async def begin_power(self, ctx: "RequestContext", vm: Resource, power: str, *, restart: bool = False,
                           skip_shutdown: bool = False) -> Response:
+        op = await self.start_power(vm, power, restart=restart, skip_shutdown=skip_shutdown)
+        return Response(status_code=202, headers=self.services.operations.headers(  # type: ignore[union-attr]
+            op, ctx.base_url, ctx.api_version, location=True))
+
+    async def start_power(self, vm: Resource, power: str, *, restart: bool = False,
+                          skip_shutdown: bool = False) -> Operation:
+        """Record the desired power state and launch the operation that brings the guest there."""
         self._require()
         if vm.provisioning_state in ("Creating", "Deleting"):
             raise ArmError(409, "OperationNotAllowed", f"The operation cannot run while virtual machine {vm.name} "
@@ -494,20 +501,20 @@ class VmController:
         if restart and current != "running":
             raise ArmError(409, "OperationNotAllowed", f"Cannot restart virtual machine {vm.name}: it is not running "
                            "(start it instead).")
-        services = ctx.services
+        assert self.services is not None
+        operations = self.services.operations
         async with self.store.write() as tx:
             row = await tx.get_resource(vm.key)
             if row is None:
                 raise ArmError(404, "ResourceNotFound", f"The virtual machine '{vm.name}' was not found.")
             row.body.setdefault(INTERNAL, {})["power"] = power
             await tx.put_resource(row)
-            op = services.operations.new(subscription_id=row.subscription_id, namespace="Microsoft.Compute",
-                                         location=row.location or "local", kind="vm.power", resource_key=row.key,
-                                         params={"restart": restart, "skipShutdown": skip_shutdown})
+            op = operations.new(subscription_id=row.subscription_id, namespace="Microsoft.Compute",
+                                location=row.location or "local", kind="vm.power", resource_key=row.key,
+                                params={"restart": restart, "skipShutdown": skip_shutdown})
             await tx.add_operation(op)
-        services.operations.launch(op)
-        return Response(status_code=202, headers=services.operations.headers(op, ctx.base_url, ctx.api_version,
-                                                                             location=True))
+        operations.launch(op)
+        return op
 
     async def reimage_operation(self, run: Any) -> None:
         """Azure's reimage: the OS disk made afresh from the VM's image (everything on it is lost), the VM

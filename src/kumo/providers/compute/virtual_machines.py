@@ -24,7 +24,7 @@ from kumo.providers.base import ResourceType
 from kumo.providers.compute import API_VERSIONS, NAMESPACE, vm_schema
 from kumo.providers.compute.vm_schema import INTERNAL
 from kumo.providers.network.common import set_backref
-from kumo.store import Resource, Tx
+from kumo.store import Operation, Resource, Tx
 
 if TYPE_CHECKING:
     from kumo.arm.context import RequestContext, Services
@@ -74,6 +74,12 @@ class VirtualMachines(ResourceType):
         return vm_schema.normalise(rid.name, body, previous, old_internal)
 
     async def validate(self, services: "Services", rid: ResourceId, body: dict[str, Any]) -> None:
+        await self.check_image(services, body)
+        await self._check_scale_set(services, rid, body)
+        await self._check_nics(services, rid, body)
+
+    async def check_image(self, services: "Services", body: dict[str, Any]) -> None:
+        """The image exists, boots here, and suits the OS profile (a scale set checks its model with it)."""
         props = body["properties"]
         image = props["storageProfile"]["imageReference"]
         async with services.store.read() as tx:
@@ -111,6 +117,25 @@ class VirtualMachines(ResourceType):
         if str(sec.get("securityType", "")).lower() == "trustedlaunch" and found.hyperv_generation != "V2":
             raise bad_request("InvalidParameter", f"The image '{found.urn}' is generation 1: Trusted Launch needs a "
                               "generation 2 image.", "securityProfile.securityType")
+
+    @staticmethod
+    async def _check_scale_set(services: "Services", rid: ResourceId, body: dict[str, Any]) -> None:
+        """A VM may join a Flexible scale set; a Uniform one's instances are its own children."""
+        ref = body["properties"].get("virtualMachineScaleSet")
+        if not ref:
+            return
+        async with services.store.read() as tx:
+            vmss = await tx.get_resource(ref["id"].lower())
+        if vmss is None:
+            raise bad_request("InvalidParameter", f"The scale set {ref['id']} was not found.",
+                              "virtualMachineScaleSet.id")
+        mode = vmss.body["properties"].get("orchestrationMode")
+        if mode != "Flexible" and not rid.key.startswith(vmss.key + "/"):
+            raise bad_request("InvalidParameter", f"Virtual machines can only join scale sets in Flexible "
+                              f"orchestration mode; {vmss.name} is {mode}.", "virtualMachineScaleSet.id")
+
+    @staticmethod
+    async def _check_nics(services: "Services", rid: ResourceId, body: dict[str, Any]) -> None:
         async with services.store.read() as tx:
             for nic_id in _nic_ids(body):
                 nic = await tx.get_resource(nic_id)
@@ -166,6 +191,7 @@ class VirtualMachines(ResourceType):
         with the VM; the rest is detached and stays."""
         from kumo.providers.lifecycle import delete_tree
 
+        await services.scale_sets.instance_left(resource)
         props = resource.body["properties"]
         doomed = [n["id"] for n in props["networkProfile"]["networkInterfaces"]
                   if (n.get("properties") or {}).get("deleteOption") == "Delete"]
@@ -217,15 +243,9 @@ class VirtualMachines(ResourceType):
             raise bad_request("InvalidParameter", "adminPassword must be a string.", "adminPassword")
         if body.get("tempDisk") if isinstance(body, dict) else False:
             raise vm_schema.unsupported("tempDisk", "temporary disks")
-        services = ctx.services
-        op = services.operations.new(subscription_id=resource.subscription_id, namespace="Microsoft.Compute",
-                                     location=resource.location or "local", kind="vm.reimage",
-                                     resource_key=resource.key, params={"adminPassword": password} if password else {})
-        async with services.store.write() as tx:
-            await tx.add_operation(op)
-        services.operations.launch(op)
-        return Response(status_code=202, headers=services.operations.headers(op, ctx.base_url, ctx.api_version,
-                                                                             location=True))
+        op = await start_reimage(ctx.services, resource, password)
+        return Response(status_code=202, headers=ctx.services.operations.headers(op, ctx.base_url, ctx.api_version,
+                                                                                 location=True))
 
     async def generalize(self, ctx: "RequestContext", resource: Resource) -> Response:
         """Marks the VM generalized (after `waagent -deprovision` in the guest, Azure's step 1): it can no
@@ -287,6 +307,17 @@ class VirtualMachines(ResourceType):
         current = resource.body["properties"]["hardwareProfile"]["vmSize"]
         options = sizes.resize_options(current, max_vcpus=cpus, max_memory_mb=memory)
         return JSONResponse({"value": [s.vm_size_body() for s in options]})
+
+
+async def start_reimage(services: "Services", vm: Resource, password: str | None = None) -> Operation:
+    """Launch the operation that makes the VM's OS disk afresh from its image and boots it."""
+    op = services.operations.new(subscription_id=vm.subscription_id, namespace="Microsoft.Compute",
+                                 location=vm.location or "local", kind="vm.reimage",
+                                 resource_key=vm.key, params={"adminPassword": password} if password else {})
+    async with services.store.write() as tx:
+        await tx.add_operation(op)
+    services.operations.launch(op)
+    return op
 
 
 POWER_DISPLAY = {"starting": "VM starting", "running": "VM running", "stopping": "VM stopping",

@@ -17,6 +17,7 @@ from kumo.arm.ids import parse_resource_id
 from kumo.compute import sizes
 
 NIC_TYPE = "microsoft.network/networkinterfaces"
+VMSS_NIC_TYPE = "microsoft.compute/virtualmachinescalesets/virtualmachines/networkinterfaces"  # a Uniform instance's
 INTERNAL = "kumo"  # top-level body key for what only kumo sees (desired power, secrets, instance view)
 # Azure's computerName rule for Linux: 1-64 characters, letters, digits, '-' and '.', not only digits.
 COMPUTER_NAME = re.compile(r"^(?!\d+$)[A-Za-z0-9][A-Za-z0-9.-]{0,63}$")
@@ -29,7 +30,6 @@ PASSTHROUGH = ("diagnosticsProfile", "licenseType", "priority", "evictionPolicy"
                "userData", "applicationProfile", "capacityReservation", "scheduledEventsProfile")
 UNSUPPORTED = {
     "availabilitySet": "availability sets",
-    "virtualMachineScaleSet": "scale set membership",
     "proximityPlacementGroup": "proximity placement groups",
     "host": "dedicated hosts",
     "hostGroup": "dedicated host groups",
@@ -361,7 +361,7 @@ def _network(props: dict[str, Any]) -> dict[str, Any]:
             rid = parse_resource_id(str(nid or ""))
         except Exception:
             rid = None
-        if rid is None or rid.type_key != NIC_TYPE:
+        if rid is None or rid.type_key not in (NIC_TYPE, VMSS_NIC_TYPE):
             raise bad_request("InvalidParameter", f"'{nid}' is not a network interface id.",
                               "networkProfile.networkInterfaces.id")
         p = _obj(n.get("properties"), "networkProfile.networkInterfaces.properties")
@@ -424,6 +424,9 @@ def normalise(name: str, body: dict[str, Any], previous: dict[str, Any] | None,
     }
     if sec := _security(props):
         out["securityProfile"] = sec
+    scale_set = _obj(props.get("virtualMachineScaleSet"), "virtualMachineScaleSet").get("id")
+    if scale_set:  # a scale set's instance (checked against the scale set in validate)
+        out["virtualMachineScaleSet"] = {"id": str(scale_set)}
     for key in PASSTHROUGH:
         if props.get(key) is not None:
             out[key] = props[key]
