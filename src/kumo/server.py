@@ -24,6 +24,7 @@ from kumo.config import Settings
 from kumo.controllers.container_groups.controller import ContainerController
 from kumo.controllers.disks import DiskController, catalog_resolver
 from kumo.controllers.network import NetworkController
+from kumo.controllers.scale_sets import ScaleSetController
 from kumo.controllers.virtual_machines.controller import VmController
 from kumo.identity import directory
 from kumo.identity.endpoints import IdentityService
@@ -32,7 +33,7 @@ from kumo.identity.tokens import TokenSigner
 from kumo.providers import lifecycle
 from kumo.providers.base import ProviderRegistry, TypeInfo
 from kumo.compute.marketplace import ImageCatalog
-from kumo.providers.compute import disks, images, marketplace, sizes, snapshots, virtual_machines
+from kumo.providers.compute import disks, images, marketplace, scale_sets, sizes, snapshots, virtual_machines
 from kumo.providers.container_instance import container_groups
 from kumo.providers.network import (load_balancers, network_interfaces, public_ips, security_groups,
                                     virtual_networks)
@@ -87,6 +88,8 @@ def build_registry(settings: Settings) -> ProviderRegistry:
     catalog = ImageCatalog(settings.vm_images_dir)
     registry.add_reads(marketplace.Marketplace(catalog))
     registry.add(virtual_machines.VirtualMachines(catalog))
+    for handler in scale_sets.handlers(catalog):
+        registry.add(handler)
     resolver = catalog_resolver(catalog)
     registry.add(disks.Disks(resolver))
     registry.add(snapshots.Snapshots(resolver))
@@ -127,6 +130,8 @@ async def build_services(settings: Settings, say: Say = lambda _m: None) -> Serv
     operations.register("vm.runCommand", services.vms.run_command_operation)
     operations.register("vm.reimage", services.vms.reimage_operation)
     resource_groups.register_operations(services)
+    services.scale_sets = ScaleSetController(services)
+    scale_sets.register_operations(services)
     return services
 
 
@@ -175,6 +180,7 @@ async def serve(settings: Settings, say: Say = print) -> None:
     if services.disks.unavailable:
         say(f"disks are unavailable: {services.disks.unavailable}")
     await services.vms.start()
+    await services.scale_sets.start()
     if services.vms.unavailable:
         say(f"virtual machines are unavailable: {services.vms.unavailable}")
     registries = RegistryService.of(services)
@@ -203,6 +209,7 @@ async def serve(settings: Settings, say: Say = print) -> None:
         await services.operations.drain()
         await registries.close()
         await services.containers.close()
+        await services.scale_sets.close()
         await services.vms.close()
         await services.network.close()
         await services.store.close()

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from kumo.controllers.container_groups.controller import ContainerController
     from kumo.controllers.disks import DiskController
     from kumo.controllers.network import NetworkController
+    from kumo.controllers.scale_sets import ScaleSetController
     from kumo.controllers.virtual_machines.controller import VmController
     from kumo.identity.endpoints import IdentityService
     from kumo.providers.base import ProviderRegistry
@@ -42,6 +43,7 @@ class Services:
     containers: "ContainerController"
     vms: "VmController"
     disks: "DiskController"
+    scale_sets: "ScaleSetController" = None  # type: ignore[assignment]  # made once the other services exist
 
 
 def _depth(value: Any, limit: int) -> int:

@@ -568,6 +568,14 @@ class NetworkController:
             except ArmError as e:
                 log.error("could not apply health changes to %s: %s", vnet, e.message)
 
+    def backend_health(self, addresses: list[str]) -> bool | None:
+        """What the health probes say of a backend: False when any probe has it out of rotation, True
+        when one has it in, None when no probe watches it (scale sets' automatic repairs ask)."""
+        verdicts = [v for (_, ip), v in self._health.items() if ip in addresses and v is not None]
+        if not verdicts:
+            return None
+        return all(verdicts)
+
     async def close(self) -> None:
         """Host objects stay: instances keep their network while kumo restarts. Only the site goes."""
         if self._prober is not None:
