@@ -149,3 +149,125 @@ def _ssh(key: Path, host: str, port: int, command: str) -> Any:
     return subprocess.run(["ssh", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                            "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-p", str(port),
                            "-i", str(key), f"azureuser@{host}", command], capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.slow
+def test_flexible_scale_set_instances_are_virtual_machines(kumo: KumoServer, rg: str, ssh_key: Path) -> None:
+    """Flexible (az's default): the instances are ordinary VMs pointing back to their scale set."""
+    out = kumo.az("vmss", "create", "-g", rg, "-n", "flex", "--image", "Tiny", "--instance-count", "2",
+                  "--vm-sku", "Standard_B1s", "--admin-username", "azureuser",
+                  "--ssh-key-values", str(ssh_key.with_suffix(".pub")), timeout=600)
+    assert out["VMSS"]["orchestrationMode"] == "Flexible"
+    vms = kumo.az("vm", "list", "-g", rg)
+    assert len(vms) == 2 and all(v["name"].startswith("flex_") for v in vms)
+    assert {v["virtualMachineScaleSet"]["id"].lower() for v in vms} == {_vmss_url(kumo, rg, "flex").lower()}
+    instances = kumo.az("vmss", "list-instances", "-g", rg, "-n", "flex")
+    assert sorted(i["name"] for i in instances) == sorted(v["name"] for v in vms)
+    # an instance deleted on its own lowers the capacity, as in Azure
+    kumo.az("vm", "delete", "-g", rg, "-n", vms[0]["name"], "--yes", timeout=300)
+    assert kumo.az("vmss", "show", "-g", rg, "-n", "flex")["sku"]["capacity"] == 1
+    kumo.az("vmss", "scale", "-g", rg, "-n", "flex", "--new-capacity", "2", timeout=600)
+    assert len(kumo.az("vm", "list", "-g", rg)) == 2
+    vids = _vids(kumo, rg, "flex")
+    kumo.az("vmss", "delete", "-g", rg, "-n", "flex", timeout=600)
+    assert kumo.az("vm", "list", "-g", rg) == [] and [v for v in vids if qemu_pids(v)] == []
+
+
+def _model(ssh_key: Path, capacity: int, **props: Any) -> dict[str, Any]:
+    """A Uniform scale set on the tiny image in the VNet `net` of the test's group."""
+    return {"location": "local", "sku": {"name": "Standard_B1s", "capacity": capacity}, "properties": {
+        "orchestrationMode": "Uniform", "upgradePolicy": {"mode": "Manual"}, **props,
+        "virtualMachineProfile": {
+            "storageProfile": {"imageReference": {"publisher": "kumo", "offer": "tiny", "sku": "1",
+                                                  "version": "latest"}},
+            "osProfile": {"computerNamePrefix": "web", "adminUsername": "azureuser", "linuxConfiguration": {
+                "disablePasswordAuthentication": True,
+                "ssh": {"publicKeys": [{"path": "/home/azureuser/.ssh/authorized_keys",
+                                        "keyData": ssh_key.with_suffix(".pub").read_text().strip()}]}}},
+            "networkProfile": {"networkInterfaceConfigurations": [{"name": "nic", "properties": {
+                "primary": True,
+                "ipConfigurations": [{"name": "ip", "properties": {"subnet": {"id": "{subnet}"}}}]}}]}}}}
+
+
+def _with_subnet(body: dict[str, Any], subnet: str) -> dict[str, Any]:
+    return json.loads(json.dumps(body).replace("{subnet}", subnet))
+
+
+def test_scale_set_errors(kumo: KumoServer, rg: str, ssh_key: Path) -> None:
+    """Azure's limits and rules as errors, before anything is made."""
+    subnet = kumo.az("network", "vnet", "create", "-g", rg, "-n", "net", "--address-prefix", "10.9.0.0/16",
+                     "--subnet-name", "s", "--subnet-prefix", "10.9.0.0/24")["newVNet"]["subnets"][0]["id"]
+    url = _vmss_url(kumo, rg, "bad")
+    with kumo.http() as c:
+        def put(body: dict[str, Any]) -> httpx.Response:
+            return c.put(url, params=API, json=_with_subnet(body, subnet))
+        r = put(_model(ssh_key, 1001, singlePlacementGroup=False))
+        assert r.status_code == 400 and "1000" in r.json()["error"]["message"], r.text
+        r = put(_model(ssh_key, 101))
+        assert r.status_code == 400 and "placement group" in r.json()["error"]["message"], r.text
+        body = _model(ssh_key, 1)
+        body["sku"]["name"] = "Standard_Z99"
+        r = put(body)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidParameter", r.text
+        body = _model(ssh_key, 1)
+        body["properties"]["virtualMachineProfile"]["storageProfile"]["imageReference"]["offer"] = "nope"
+        assert put(body).json()["error"]["code"] == "PlatformImageNotFound"
+        body = _model(ssh_key, 1)
+        body["properties"]["virtualMachineProfile"]["networkProfile"]["networkInterfaceConfigurations"][0][
+            "properties"]["ipConfigurations"][0]["properties"]["subnet"]["id"] = subnet + "x"
+        r = put(body)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidResourceReference", r.text
+        r = put(_model(ssh_key, 1, orchestrationMode="Sideways"))
+        assert r.status_code == 400 and "orchestrationMode" in r.json()["error"]["message"], r.text
+        assert c.get(url, params=API).status_code == 404
+        r = c.post(url + "/delete", params=API, json={"instanceIds": ["0"]})
+        assert r.status_code == 404, r.text
+
+
+@pytest.mark.slow
+def test_sdk_scale_set_model_and_upgrades(kumo: KumoServer, rg: str, ssh_key: Path,
+                                                  sdk_credential: Any) -> None:
+    """azure-mgmt-compute: create, PATCH the capacity, the Manual and Automatic upgrade policies,
+    instance actions and deletes."""
+    from azure.mgmt.compute import ComputeManagementClient
+
+    compute = ComputeManagementClient(sdk_credential, kumo.identity["subscription_id"], base_url=kumo.endpoint,
+                                      credential_scopes=[f"{kumo.endpoint}/.default"], polling_interval=0.2)
+    subnet = kumo.az("network", "vnet", "create", "-g", rg, "-n", "net", "--address-prefix", "10.9.0.0/16",
+                     "--subnet-name", "s", "--subnet-prefix", "10.9.0.0/24")["newVNet"]["subnets"][0]["id"]
+    ss = compute.virtual_machine_scale_sets.begin_create_or_update(
+        rg, "web", _with_subnet(_model(ssh_key, 2), subnet)).result()
+    assert ss.provisioning_state == "Succeeded" and ss.sku.capacity == 2
+    ss = compute.virtual_machine_scale_sets.begin_update(rg, "web", {"sku": {"capacity": 3}}).result()
+    instances = list(compute.virtual_machine_scale_set_vms.list(rg, "web"))
+    assert sorted(i.instance_id for i in instances) == ["0", "1", "2"]
+    assert all(i.latest_model_applied for i in instances)
+    assert [s.sku.name for s in compute.virtual_machine_scale_sets.list_skus(rg, "web")][:1]
+
+    # Manual: a new model leaves the instances as they were until they are upgraded
+    compute.virtual_machine_scale_sets.begin_update(rg, "web", {"sku": {"name": "Standard_B2s"}}).result()
+    vms = {i.instance_id: i for i in compute.virtual_machine_scale_set_vms.list(rg, "web")}
+    assert not any(v.latest_model_applied for v in vms.values())
+    compute.virtual_machine_scale_sets.begin_update_instances(rg, "web", {"instanceIds": ["1"]}).result()
+    vms = {i.instance_id: i for i in compute.virtual_machine_scale_set_vms.list(rg, "web")}
+    assert vms["1"].latest_model_applied and vms["1"].hardware_profile.vm_size == "Standard_B2s"
+    assert not vms["0"].latest_model_applied and vms["0"].hardware_profile.vm_size == "Standard_B1s"
+    compute.virtual_machine_scale_sets.begin_power_off(rg, "web", vm_instance_i_ds={"instanceIds": ["0"]}).result()
+    view = compute.virtual_machine_scale_set_vms.get_instance_view(rg, "web", "0")
+    assert "PowerState/stopped" in [s.code for s in view.statuses]
+    compute.virtual_machine_scale_set_vms.begin_delete(rg, "web", "2").result()
+    assert compute.virtual_machine_scale_sets.get(rg, "web").sku.capacity == 2
+
+    # Automatic: the instances follow the model at once
+    with kumo.http() as c:
+        r = c.patch(_vmss_url(kumo, rg, "web"), params=API, json={"properties": {"upgradePolicy": {
+            "mode": "Automatic"}}})
+        assert r.status_code == 200, r.text
+    _wait(lambda: compute.virtual_machine_scale_sets.get(rg, "web").provisioning_state == "Succeeded", 300,
+          "the automatic upgrade")
+    vms = list(compute.virtual_machine_scale_set_vms.list(rg, "web"))
+    assert all(v.latest_model_applied and v.hardware_profile.vm_size == "Standard_B2s" for v in vms)
+    vids = _vids(kumo, rg, "web")
+    compute.virtual_machine_scale_sets.begin_delete(rg, "web").result()
+    assert list(compute.virtual_machine_scale_sets.list(rg)) == [] and [v for v in vids if qemu_pids(v)] == []
+    assert kumo.az("disk", "list", "-g", rg) == []  # the instances' OS disks went with them

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from kumo.arm.errors import ArmError
 from kumo.arm.ids import ResourceId, parse_resource_id
+from kumo.compute import sizes
 from kumo.providers.compute import vmss_schema
 from kumo.providers.compute.vm_schema import INTERNAL
 from kumo.store import Operation, Resource
@@ -142,6 +143,18 @@ class ScaleSetController:
                 name = f"{vmss.name}_{secrets.token_hex(4)}"
                 if name.lower() not in taken and name not in names:
                     names.append(name)
+        size = sizes.lookup(vmss.body["sku"]["name"])
+        assert size is not None
+        room = await self.services.vms.room_for(size)
+        if room < len(names):  # what cannot be placed is not even made: Azure's AllocationFailed names them
+            unplaced = names[room:]
+            names = names[:room]
+            await asyncio.gather(*(self._create_one(vmss, name, uniform) for name in names), return_exceptions=True)
+            raise ArmError(409, "AllocationFailed", f"Allocation failed. We do not have sufficient capacity for "
+                           f"{len(unplaced)} of the {len(unplaced) + len(names)} requested {size.name} instances: "
+                           f"{', '.join(self.display_name(vmss, n) for n in unplaced[:20])}"
+                           f"{' …' if len(unplaced) > 20 else ''} could not be placed. (kumo: the host's vCPUs "
+                           "times KUMO_VM_OVERCOMMIT and its memory are allocated.)")
         results = await asyncio.gather(*(self._create_one(vmss, name, uniform) for name in names),
                                        return_exceptions=True)
         failed = [(n, r) for n, r in zip(names, results, strict=True) if isinstance(r, BaseException)]

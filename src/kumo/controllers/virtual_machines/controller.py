@@ -157,6 +157,18 @@ class VmController:
     def capacity(self) -> tuple[float, int]:
         return (os.cpu_count() or 1) * self.overcommit, _host_memory_mb()
 
+    async def room_for(self, size: sizes.VmSize) -> int:
+        """How many more VMs of this size the host's capacity takes now (a scale set places that many)."""
+        cpus, memory = self.capacity()
+        used_cpu, used_mem = 0, 0
+        async with self.store.read() as tx:
+            for vm in await tx.resources_of_type(VM_TYPE):
+                other = sizes.lookup(vm.body["properties"]["hardwareProfile"]["vmSize"])
+                if other and (vm.body.get(INTERNAL) or {}).get("allocated"):
+                    used_cpu += other.vcpus
+                    used_mem += other.memory_mb
+        return max(0, min(int((cpus - used_cpu) // size.vcpus), (memory - used_mem) // size.memory_mb))
+
     async def _claim(self, key: str, size: sizes.VmSize) -> None:
         """Mark the VM allocated, unless the allocated VMs leave too little: AllocationFailed."""
         cpus, memory = self.capacity()

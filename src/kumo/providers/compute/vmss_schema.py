@@ -267,7 +267,7 @@ def normalise(name: str, body: dict[str, Any], previous: dict[str, Any] | None,
         upgrade_out["rollingUpgradePolicy"] = upgrade["rollingUpgradePolicy"]
     uniform = mode == "Uniform"
     single_pg = props.get("singlePlacementGroup", prev_props.get("singlePlacementGroup"))
-    single = _bool(single_pg, "singlePlacementGroup", uniform and capacity <= MAX_PLACEMENT_GROUP)
+    single = _bool(single_pg, "singlePlacementGroup", uniform)
     out: dict[str, Any] = {
         "orchestrationMode": mode,
         "upgradePolicy": upgrade_out,
