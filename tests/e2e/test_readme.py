@@ -73,3 +73,16 @@ def test_readme_vm_walkthrough_runs(kumo: KumoServer, tmp_path: Path) -> None:
     assert "cloud-amd64" in out.stdout  # run-command's uname -r
     assert (tmp_path / ".ssh" / "id_rsa").exists()
     assert kumo.az("group", "exists", "-n", "vmdemo") is False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("qemu-system-x86_64"), reason="VMs need root and QEMU")
+@pytest.mark.skipif(ImageCatalog(default_vm_images_dir()).find("kumo", "tiny", "1", "latest") is None,
+                    reason="the tiny VM image is not built (kumo vm-images build)")
+def test_readme_scale_set_walkthrough_runs(kumo: KumoServer, tmp_path: Path) -> None:
+    out = run_walkthrough(kumo, "kumo az group create -n ssdemo", timeout=900, home=tmp_path)
+    words = out.stdout.split()
+    assert len(words) == 9 and all(w.startswith("web") for w in words), out.stdout
+    assert len(set(words[:6])) == 2, out.stdout  # six requests through the load balancer: both instances answered
+    assert len(set(words[6:])) == 3 and set(words[:6]) < set(words[6:])  # three instances after scaling out
+    assert kumo.az("group", "exists", "-n", "ssdemo") is False
