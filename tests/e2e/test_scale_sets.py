@@ -271,3 +271,30 @@ def test_sdk_scale_set_model_and_upgrades(kumo: KumoServer, rg: str, ssh_key: Pa
     compute.virtual_machine_scale_sets.begin_delete(rg, "web").result()
     assert list(compute.virtual_machine_scale_sets.list(rg)) == [] and [v for v in vids if qemu_pids(v)] == []
     assert kumo.az("disk", "list", "-g", rg) == []  # the instances' OS disks went with them
+
+
+@pytest.mark.slow
+def test_automatic_repairs_replace_an_unhealthy_instance(kumo: KumoServer, rg: str, ssh_key: Path) -> None:
+    """An instance whose server dies fails the load balancer's probe and, the grace period over, is
+    replaced by a new instance (grace periods shorter than Azure's 10 minutes are a kumo extension)."""
+    kumo.az("vmss", "create", "-g", rg, "-n", "rep", "--image", "Tiny", "--instance-count", "2",
+            "--vm-sku", "Standard_B1s", "--admin-username", "azureuser",
+            "--ssh-key-values", str(ssh_key.with_suffix(".pub")), "--orchestration-mode", "Uniform",
+            "--lb-sku", "Standard", timeout=600)
+    kumo.az("network", "lb", "probe", "create", "-g", rg, "--lb-name", "repLB", "-n", "http", "--protocol", "Http",
+            "--port", "80", "--path", "/", "--interval", "1", "--probe-threshold", "2")
+    kumo.az("network", "lb", "rule", "update", "-g", rg, "--lb-name", "repLB", "-n", "LBRule", "--probe-name", "http")
+    for i in ("0", "1"):
+        _run(kumo, rg, "rep", i, SERVE)
+    with kumo.http() as c:
+        r = c.patch(_vmss_url(kumo, rg, "rep"), params=API, json={"properties": {"automaticRepairsPolicy": {
+            "enabled": True, "gracePeriod": "PT15S"}}})
+        assert r.status_code == 200 and r.json()["properties"]["automaticRepairsPolicy"]["enabled"], r.text
+    time.sleep(3)
+    assert sorted(_names(kumo, rg, "rep")) == ["0", "1"]  # healthy instances stay
+    _run(kumo, rg, "rep", "0", "killall httpd")
+    ids = _wait(lambda: (s := sorted(_names(kumo, rg, "rep"), key=int)) != ["0", "1"] and len(s) == 2 and s, 120,
+                "instance 0 replaced", period=1)
+    assert ids == ["1", "2"], ids
+    _run(kumo, rg, "rep", "2", SERVE)  # the replacement serves, so it stays
+    assert kumo.az("vmss", "show", "-g", rg, "-n", "rep")["sku"]["capacity"] == 2
