@@ -143,6 +143,11 @@ class Settings:
     # Azure's default quota of container groups per subscription and region, as the issue states it.
     container_group_quota: int = field(default_factory=lambda: int(os.environ.get("KUMO_CONTAINER_GROUP_QUOTA",
                                                                                   "20")))
+    # How often the metrics sampler measures VMs and container groups (Microsoft.Insights metrics).
+    metrics_sample_seconds: float = field(default_factory=lambda: float(os.environ.get("KUMO_METRICS_SAMPLE_SECONDS",
+                                                                                       "5")))
+    # How often the autoscale evaluator runs every autoscale setting (Azure's runs every 30-60 s).
+    autoscale_seconds: float = field(default_factory=lambda: float(os.environ.get("KUMO_AUTOSCALE_SECONDS", "5")))
 
     @property
     def public_network(self) -> ipaddress.IPv4Network:

@@ -21,8 +21,10 @@ from kumo.arm.auth import Authenticator
 from kumo.arm.context import Services
 from kumo.arm.lro import Operations
 from kumo.config import Settings
+from kumo.controllers.autoscale.evaluator import Autoscaler
 from kumo.controllers.container_groups.controller import ContainerController
 from kumo.controllers.disks import DiskController, catalog_resolver
+from kumo.controllers.metrics.service import MetricsService
 from kumo.controllers.network import NetworkController
 from kumo.controllers.scale_sets import ScaleSetController
 from kumo.controllers.virtual_machines.controller import VmController
@@ -35,6 +37,8 @@ from kumo.providers.base import ProviderRegistry, TypeInfo
 from kumo.compute.marketplace import ImageCatalog
 from kumo.providers.compute import disks, images, marketplace, scale_sets, sizes, snapshots, virtual_machines
 from kumo.providers.container_instance import container_groups
+from kumo.providers.insights import activity_log, autoscale
+from kumo.providers.insights import metrics as insights_metrics
 from kumo.providers.network import (load_balancers, network_interfaces, public_ips, security_groups,
                                     virtual_networks)
 from kumo.providers.resources import deployments, resource_groups, template_specs
@@ -94,6 +98,8 @@ def build_registry(settings: Settings) -> ProviderRegistry:
     registry.add(disks.Disks(resolver))
     registry.add(snapshots.Snapshots(resolver))
     registry.add(images.Images())
+    registry.add(autoscale.AutoscaleSettings())
+    registry.add_reads(activity_log.ActivityLog())
     return registry
 
 
@@ -130,6 +136,8 @@ async def build_services(settings: Settings, say: Say = lambda _m: None) -> Serv
     operations.register("vm.runCommand", services.vms.run_command_operation)
     operations.register("vm.reimage", services.vms.reimage_operation)
     resource_groups.register_operations(services)
+    services.metrics = MetricsService.of(services)
+    services.extensions[insights_metrics.NAMESPACE] = insights_metrics.serve
     services.scale_sets = ScaleSetController(services)
     scale_sets.register_operations(services)
     return services
@@ -183,12 +191,16 @@ async def serve(settings: Settings, say: Say = print) -> None:
     await services.scale_sets.start()
     if services.vms.unavailable:
         say(f"virtual machines are unavailable: {services.vms.unavailable}")
+    assert services.metrics is not None
+    await services.metrics.start()
     registries = RegistryService.of(services)
     assert registries is not None
     await registries.start()
     resumed = await services.operations.resume()
     if resumed:
         say(f"resumed {resumed} unfinished operation(s)")
+    autoscaler = Autoscaler(services, settings.autoscale_seconds)
+    autoscaler.start()
     config = uvicorn.Config(build_app(services), ssl_certfile=str(paths.server_cert),
                             ssl_keyfile=str(paths.server_key), log_level="warning", access_log=False,
                             lifespan="off", timeout_keep_alive=120, loop="none",
@@ -206,7 +218,9 @@ async def serve(settings: Settings, say: Say = print) -> None:
     try:
         await server.serve(sockets=[sock])
     finally:
+        await autoscaler.close()
         await services.operations.drain()
+        await services.metrics.close()
         await registries.close()
         await services.containers.close()
         await services.scale_sets.close()

@@ -126,7 +126,12 @@ def test_subscriptions_tenants_locations_and_providers(kumo: KumoServer, http) -
     assert ident["tenant_id"] in {t["tenantId"] for t in tenants}
     locations = {loc["name"] for loc in http.get(f"{_sub(kumo)}/locations", params=API).json()["value"]}
     assert {"local", "westeurope", "eastus"} <= locations
-    providers = http.get(f"{_sub(kumo)}/providers", params=API).json()["value"]
+    providers, page = [], http.get(f"{_sub(kumo)}/providers", params=API).json()
+    while True:  # kumo runs with a page size of 5 here: every page
+        providers += page["value"]
+        if not page.get("nextLink"):
+            break
+        page = http.get(page["nextLink"]).json()
     res = next(p for p in providers if p["namespace"] == "Microsoft.Resources")
     assert res["registrationState"] == "Registered"
     assert {"resourceGroups", "templateSpecs"} <= {t["resourceType"] for t in res["resourceTypes"]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -16,10 +17,14 @@ from kumo.config import Settings
 from kumo.store import Store
 
 if TYPE_CHECKING:
+    from starlette.responses import Response
+
     from kumo.arm.auth import Authenticator, Caller
+    from kumo.arm.ids import Extension
     from kumo.arm.lro import Operations
     from kumo.controllers.container_groups.controller import ContainerController
     from kumo.controllers.disks import DiskController
+    from kumo.controllers.metrics.service import MetricsService
     from kumo.controllers.network import NetworkController
     from kumo.controllers.scale_sets import ScaleSetController
     from kumo.controllers.virtual_machines.controller import VmController
@@ -44,6 +49,10 @@ class Services:
     vms: "VmController"
     disks: "DiskController"
     scale_sets: "ScaleSetController" = None  # type: ignore[assignment]  # made once the other services exist
+    metrics: "MetricsService | None" = None  # set by server.build_services
+    # `{resource id}/providers/{namespace}/…` handlers by lower-cased namespace (arm.router._extension)
+    extensions: dict[str, Callable[["RequestContext", "Extension"], Awaitable["Response"]]] = field(
+        default_factory=dict)
 
 
 def _depth(value: Any, limit: int) -> int:

@@ -105,6 +105,28 @@ def resource_group_key(subscription: str, name: str) -> str:
     return resource_group_id(subscription, name).lower()
 
 
+@dataclass(frozen=True)
+class Extension:
+    """`{resource id}/providers/{namespace}/{rest…}`: what another namespace serves about one resource
+    (Microsoft.Insights' metrics; locks or diagnostic settings would be others)."""
+
+    scope: ResourceId
+    namespace: str
+    rest: tuple[str, ...]
+
+
+def extension(p: ArmPath) -> Extension | None:
+    """The extension a parsed path names: a second `/providers/{namespace}` where a type segment would be
+    (an even index of `rest`, after whole type/name pairs); None for every other path."""
+    if p.subscription is None or p.namespace is None:
+        return None
+    for i in range(2, len(p.rest) - 1, 2):
+        if p.rest[i].lower() == "providers":
+            scope = ResourceId(p.subscription, p.resource_group, p.namespace, p.rest[0:i:2], p.rest[1:i:2])
+            return Extension(scope, p.rest[i + 1], p.rest[i + 2:])
+    return None
+
+
 def parse_resource_id(text: str) -> ResourceId | None:
     """Parse a full resource id string (as found in request bodies)."""
     p = parse(text)

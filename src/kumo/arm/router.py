@@ -46,6 +46,8 @@ async def dispatch(ctx: RequestContext) -> Response:
             return await _only(ctx, "GET", provider_listing.get_tenant_level(ctx, p.namespace))
         raise no_route(ctx)
     sub = p.subscription
+    if (ext := ids.extension(p)) is not None:
+        return await _extension(ctx, ext)
     if p.namespace is None and p.resource_group is None:
         return await _subscription_level(ctx, sub, p.tail)
     if p.namespace is None:
@@ -129,6 +131,19 @@ async def _operation(ctx: RequestContext, sub: str, op_id: str, *, result: bool)
     if result:
         return ops.result_response(op, ctx.base_url, ctx.api_version)
     return ops.status_response(op, ctx.base_url, ctx.api_version)
+
+
+async def _extension(ctx: RequestContext, ext: ids.Extension) -> Response:
+    """`{resource id}/providers/{namespace}/…`: the handler `services.extensions` holds for that namespace,
+    once the caller's role on the resource's subscription allows the read or write."""
+    handler = ctx.services.extensions.get(ext.namespace.lower())
+    if handler is None or not ext.rest:
+        raise _unknown_type(ctx, ext.namespace, ext.rest[0] if ext.rest else "")
+    m = ctx.method
+    await ctx.services.auth.authorize(ctx.caller, ext.scope.subscription,
+                                      f"{ext.namespace}/{ext.rest[0]}/{'read' if m in READ_METHODS else 'write'}",
+                                      write=m not in READ_METHODS, scope=str(ext.scope))
+    return await handler(ctx, ext)
 
 
 def _unknown_type(ctx: RequestContext, namespace: str, type_name: str) -> ArmError:

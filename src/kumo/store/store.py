@@ -318,6 +318,20 @@ class Tx:
         q = select(s.events).where(s.events.c.resource_key == resource_key).order_by(s.events.c.seq)
         return [Event(r.resource_key, r.time, r.kind, r.message) for r in await self.execute(q)]
 
+    async def events_in(self, scope: str, start: float, end: float, *, before_seq: int | None = None,
+                        limit: int | None = None) -> list[tuple[int, Event]]:
+        """Events of `scope` (a lower-cased id: subscription, group or resource) and of everything under it,
+        between two times, newest first, with their sequence numbers (the activity log pages by them)."""
+        c = s.events.c
+        under = scope.rstrip("/").replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
+        conds = [or_(c.resource_key == scope, c.resource_key.like(under, escape="\\")), c.time >= start, c.time <= end]
+        if before_seq is not None:
+            conds.append(c.seq < before_seq)
+        q = select(s.events).where(and_(*conds)).order_by(c.seq.desc())
+        if limit is not None:
+            q = q.limit(limit)
+        return [(r.seq, Event(r.resource_key, r.time, r.kind, r.message)) for r in await self.execute(q)]
+
     # -- directory: tenants, subscriptions, principals, roles -------------------------------
     async def add_tenant(self, t: Tenant) -> Tenant:
         await self.execute(s.tenants.insert().values(id=t.id, display_name=t.display_name,

@@ -1,0 +1,1 @@
+"""Microsoft.Insights: autoscale settings and the activity log (and, beside them, metrics)."""
