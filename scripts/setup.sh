@@ -12,6 +12,7 @@ say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 # 1. Debian packages the server and its tests use.
 DEB_PACKAGES=(ca-certificates curl iproute2 nftables procps python3 python3-venv python3-dev gcc make
+  conntrack  # load balancers flush the flows of a backend that leaves its pool (conntrack -D)
   docker-registry skopeo apache2-utils  # the image-pull tests: a real registry, pushes, htpasswd
   busybox-static nginx-light python3.11 mmdebstrap gpg runc umoci  # `kumo catalog build` and its tests
   conmon git  # container groups: conmon supervises each container, git clones gitRepo volumes

@@ -105,6 +105,7 @@ class NetworkController:
         self._nic_vnet: dict[str, str] = {}  # nic key -> vnet key of its endpoint or guard
         self._lb_vnets: dict[str, set[str]] = {}  # load balancer key -> VNets its rules are rendered in
         self._probes: dict[str, list[load_balancing.ProbeTarget]] = {}  # vnet key -> health probes to run
+        self._lb_rules: dict[str, dict[str, tuple[int, int]]] = {}  # vnet key -> lb key -> (rules up, rules)
         self._health: dict[tuple[str, str], bool | None] = {}  # (probe id, backend IP) -> in rotation
         self._failures: dict[tuple[str, str], int] = {}
         self._due: dict[tuple[str, str], float] = {}
@@ -330,11 +331,15 @@ class NetworkController:
             return
         spec = await self._build(vnet)
         await self.driver.ensure_vnet(spec)
+        before = self._specs.get(vnet_key)
         self._specs[vnet_key] = spec
+        if before is not None:  # the new DNAT rules are in: flows to backends that left are ended now
+            await self.driver.flush_flows(spec.netns, load_balancing.flows_to_flush(before.balanced, spec.balanced))
 
     async def _teardown(self, vnet_key: str) -> None:
         spec = self._specs.pop(vnet_key, None)
         self._probes.pop(vnet_key, None)
+        self._lb_rules.pop(vnet_key, None)
         for nic, vnet in list(self._nic_vnet.items()):
             if vnet == vnet_key:
                 self._nic_vnet.pop(nic)
@@ -454,11 +459,13 @@ class NetworkController:
                         netns=self.endpoint_netns(nic_key) if kind == "netns" else None))
         for instance in instances:
             self._add_instance(spec, instance, bridges, subnet_nsg, instance_transits.get(instance.key))
-        mappings, spec.balanced, targets = load_balancing.plan(
+        lb_plan = load_balancing.plan(
             vnet.key, lbs, nics, lb_pips, {fid: self._transit_address(v) for fid, v in lb_transits.items()},
             self._health)
-        spec.public += mappings
-        self._probes[vnet.key] = targets
+        spec.public += lb_plan.mappings
+        spec.balanced, spec.outbound = lb_plan.balanced, lb_plan.outbound
+        self._probes[vnet.key] = lb_plan.probes
+        self._lb_rules[vnet.key] = lb_plan.rules
         for lb_key in lbs:
             self._lb_vnets.setdefault(lb_key, set()).add(vnet.key)
         return spec
@@ -567,6 +574,26 @@ class NetworkController:
                 await self.sync_vnet(vnet)
             except ArmError as e:
                 log.error("could not apply health changes to %s: %s", vnet, e.message)
+
+    # -- load balancer measurements ---------------------------------------------------------------
+    async def load_balancer_stats(self, lb_key: str) -> load_balancing.LoadBalancerStats:
+        """A load balancer's counters (nftables, one read per VNet it serves) and what its health probes
+        say now. Cumulative: a counter starts at zero when its load balancer first reaches a VNet."""
+        lb_key = lb_key.lower()
+        vnets = sorted(v for v in self._lb_vnets.get(lb_key, set()) if v in self._specs)
+        if self.unavailable or not vnets:
+            return load_balancing.LoadBalancerStats()
+        name = load_balancing.counter_name(lb_key)
+        readings = await asyncio.gather(*(self.driver.read_counters(self._specs[v].netns) for v in vnets))
+        flows = [r.get(f"{name}_b", (0, 0)) for r in readings]
+        prefix = f"{lb_key}/probes/"
+        probed = {t.key for v in vnets for t in self._probes.get(v, []) if t.key[0].startswith(prefix)}
+        rules = [self._lb_rules.get(v, {}).get(lb_key, (0, 0)) for v in vnets]
+        return load_balancing.LoadBalancerStats(
+            byte_count=sum(b for _, b in flows), packet_count=sum(p for p, _ in flows),
+            syn_count=sum(r.get(f"{name}_s", (0, 0))[0] for r in readings),
+            probes_up=sum(1 for k in probed if self._health.get(k) is True), probes_total=len(probed),
+            rules_up=sum(u for u, _ in rules), rules_total=sum(t for _, t in rules), vnets=tuple(vnets))
 
     def backend_health(self, addresses: list[str]) -> bool | None:
         """What the health probes say of a backend: False when any probe has it out of rotation, True

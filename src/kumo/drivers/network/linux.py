@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from pathlib import Path
 
 from kumo.drivers.hostcmd import HostCommandError, missing, run
 from kumo.drivers.network import nftables
-from kumo.drivers.network.spec import AZURE_PLATFORM_IP, GATEWAY_MAC, UPLINK, EndpointSpec, HostSpec, Uplink, VNetSpec
+from kumo.drivers.network.spec import (AZURE_PLATFORM_IP, GATEWAY_MAC, UPLINK, EndpointSpec, FlowMatch, HostSpec,
+                                       Uplink, VNetSpec)
+
+log = logging.getLogger("kumo.network")
 
 NETNS_DIR = Path("/run/netns")
 ENDPOINT_IF = "eth0"
@@ -34,6 +38,7 @@ async def set_host_sysctl(link: str, name: str, value: str) -> None:
 class LinuxNetworkDriver:
     def __init__(self) -> None:
         self._applied_rules: dict[str, str] = {}  # netns -> ruleset text last loaded
+        self._applied_stats: dict[str, str] = {}  # netns -> load balancer counters' ruleset last loaded
         self._configured: dict[str, EndpointSpec] = {}  # port -> endpoint spec last configured
         self._neighbours: dict[str, dict[tuple[str, str], str]] = {}  # netns -> permanent entries it holds
         self._uplinks: dict[str, Uplink] = {}  # netns -> uplink last configured
@@ -124,6 +129,48 @@ class LinuxNetworkDriver:
         if self._applied_rules.get(ns) != rules:
             await run("ip", "netns", "exec", ns, "nft", "-f", "-", input=rules)
             self._applied_rules[ns] = rules
+        await self._apply_stats(spec)
+
+    async def _apply_stats(self, spec: VNetSpec) -> None:
+        """The load balancers' counters: declared and refilled when the ports change, stale ones (of a
+        load balancer gone from the VNet) deleted; those that stay keep counting."""
+        ns = spec.netns
+        wanted = nftables.stats_ruleset(spec)
+        if self._applied_stats.get(ns) == wanted:
+            return
+        stale = set(await self.read_counters(ns)) - nftables.counter_names(spec) if nftables.counted_ports(spec) \
+            else set()
+        await run("ip", "netns", "exec", ns, "nft", "-f", "-", input=nftables.stats_ruleset(spec, stale))
+        self._applied_stats[ns] = wanted
+
+    @staticmethod
+    async def read_counters(netns: str) -> dict[str, tuple[int, int]]:
+        """The load balancers' counters in a VNet namespace: name -> (packets, bytes); {} when it has none."""
+        out = await run("ip", "netns", "exec", netns, "nft", "-j", "list", "counters", "table", "inet",
+                        nftables.STATS_TABLE, check=False)
+        try:
+            items = json.loads(out or "{}").get("nftables", [])
+        except ValueError:
+            return {}
+        return {c["counter"]["name"]: (int(c["counter"]["packets"]), int(c["counter"]["bytes"]))
+                for c in items if "counter" in c}
+
+    @staticmethod
+    async def flush_flows(netns: str, flows: list[FlowMatch]) -> None:
+        """Delete established flows from a VNet's conntrack table (conntrack-tools' `conntrack -D`): the
+        next packet of such a flow is translated afresh, so it no longer reaches a backend that left."""
+        if not flows:
+            return
+        if missing("conntrack"):
+            log.warning("conntrack not found (apt-get install conntrack): %d load balancer flows not flushed",
+                        len(flows))
+            return
+        for f in flows:
+            argv = ["ip", "netns", "exec", netns, "conntrack", "-D", "-p", f.protocol, "--orig-dst", str(f.frontend),
+                    "--dport", str(f.port)]
+            if f.backend is not None:
+                argv += ["--reply-src", str(f.backend[0]), "--reply-port-src", str(f.backend[1])]
+            await run(*argv, check=False)  # exit status 1: there was no such flow
 
     async def _neighbour_commands(self, ns: str, spec: VNetSpec) -> list[str]:
         """The router knows every endpoint's MAC (permanent entries) instead of learning it by ARP: an
@@ -185,6 +232,7 @@ class LinuxNetworkDriver:
 
     async def delete_netns(self, name: str) -> None:
         self._applied_rules.pop(name, None)
+        self._applied_stats.pop(name, None)
         self._neighbours.pop(name, None)
         self._uplinks.pop(name, None)
         if name in await self.list_netns():

@@ -4,11 +4,15 @@ text for `nft -f` and always loaded as one transaction that replaces the table w
 from __future__ import annotations
 
 import itertools
+from collections.abc import Collection
 
 from kumo.drivers.network.spec import (UPLINK, AddressMatch, BalancedPort, GroupSpec, GuardSpec, HostSpec,
-                                       RuleSpec, VNetSpec)
+                                       OutboundSnat, RuleSpec, VNetSpec)
 
 VNET_TABLE = "kumo"  # inside a VNet namespace everything is kumo's; one name, two families
+# the load balancers' counters: a table of its own, never replaced whole, so they keep counting
+# across re-renders of the VNet's table (a counter goes only with its load balancer)
+STATS_TABLE = "kumo_lb"
 
 
 def replace_table(family: str, name: str, body: list[str]) -> str:
@@ -86,6 +90,43 @@ def _balanced(b: BalancedPort) -> str | None:
             f"mod {len(b.backends)} map {_elements(targets)}")
 
 
+def _outbound(o: OutboundSnat) -> str:
+    return (f'oifname "{UPLINK}" ip saddr {o.private} meta l4proto {o.protocol} '
+            f"snat ip to {o.transit}:{o.ports[0]}-{o.ports[1]}")
+
+
+def counted_ports(spec: VNetSpec) -> list[BalancedPort]:
+    return [b for b in spec.balanced if b.counter]
+
+
+def counter_names(spec: VNetSpec) -> set[str]:
+    return {f"{b.counter}{suffix}" for b in counted_ports(spec) for suffix in ("_b", "_s")}
+
+
+def stats_ruleset(spec: VNetSpec, stale: Collection[str] = ()) -> str:
+    """The load balancers' counters in the VNet: `<lb>_b` counts the packets and bytes of every flow
+    a frontend port translated (both directions), `<lb>_s` the SYNs that reach a frontend port (with
+    a backend in rotation or not). Counters are declared (an existing one keeps its value), the
+    chains refilled, and the `stale` counters of load balancers gone from the VNet deleted, in one
+    transaction."""
+    ports = counted_ports(spec)
+    if not ports:
+        return f"table inet {STATS_TABLE}\ndelete table inet {STATS_TABLE}\n"
+    lines = [f"table inet {STATS_TABLE} {{"]
+    lines += [f"  counter {name} {{ }}" for name in sorted(counter_names(spec))]
+    lines += ["  chain pre { type filter hook prerouting priority -150; policy accept; }",
+              "  chain flows { type filter hook forward priority -5; policy accept; }", "}",
+              f"flush chain inet {STATS_TABLE} pre", f"flush chain inet {STATS_TABLE} flows"]
+    for b in ports:
+        if b.protocol == "tcp":
+            lines.append(f"add rule inet {STATS_TABLE} pre ip daddr {b.frontend} tcp dport {b.port} "
+                         f'tcp flags & (syn|ack) == syn counter name "{b.counter}_s"')
+        lines.append(f"add rule inet {STATS_TABLE} flows ct original ip daddr {b.frontend} meta l4proto {b.protocol} "
+                     f'ct original proto-dst {b.port} ct status dnat counter name "{b.counter}_b"')
+    lines += [f"delete counter inet {STATS_TABLE} {name}" for name in sorted(stale)]
+    return "\n".join(lines) + "\n"
+
+
 def vnet_ruleset(spec: VNetSpec) -> str:
     inet: list[str] = []
     for group in spec.groups:
@@ -111,6 +152,8 @@ def vnet_ruleset(spec: VNetSpec) -> str:
     nat_pre = ["chain prerouting {", "  type nat hook prerouting priority dstnat; policy accept;"]
     nat_post = ["chain postrouting {", "  type nat hook postrouting priority srcnat; policy accept;"]
     nat_pre += ["  " + line for line in (_balanced(b) for b in spec.balanced) if line]
+    # outbound rules before the 1:1 mappings: the controller lists only members without a public IP
+    nat_post += ["  " + _outbound(o) for o in spec.outbound]
     one_to_one = [m for m in spec.public if m.private is not None]
     if one_to_one:
         dnat = [f"{m.transit} : {m.private}" for m in one_to_one]
@@ -135,7 +178,7 @@ def host_ruleset(spec: HostSpec) -> str:
     mappings = [m for v in spec.vnets for m in v.public]
     links = f'"{spec.link_prefix}*"'
     body = []
-    sources = [m for m in mappings if m.private is not None]  # only NICs send from their public IP
+    sources = mappings  # NICs send from their public IP, and pool members from an outbound rule's frontend
     if mappings:
         body.append(f"map public_to_transit {{ type ipv4_addr : ipv4_addr; elements = "
                     f"{_elements([f'{m.public} : {m.transit}' for m in mappings])} }}")

@@ -92,16 +92,46 @@ class PublicMapping:
     private: ipaddress.IPv4Address | None
 
 
+Backend = tuple[ipaddress.IPv4Address, int]  # (private IP, port)
+
+
 @dataclass(frozen=True)
 class BalancedPort:
     """A frontend address and port spread over backends: a load-balancing rule, or an inbound NAT
-    rule (one backend). `backends` holds only those the health probe lets in."""
+    rule (one backend). `backends` holds only those the health probe lets in; `members` every backend
+    the rule maps, in rotation or not (flows to a member that leaves are flushed)."""
 
     frontend: ipaddress.IPv4Address  # a transit address (public frontend) or a private frontend IP
     protocol: str  # tcp | udp
     port: int
-    backends: tuple[tuple[ipaddress.IPv4Address, int], ...]
+    backends: tuple[Backend, ...]
     distribution: str = "Default"  # Default (5-tuple) | SourceIP | SourceIPProtocol
+    members: tuple[Backend, ...] = ()
+    counter: str | None = None  # the load balancer's named counters (`<counter>_b`, `<counter>_s`)
+    expire_when_down: bool = False  # Basic SKU: established flows end when no member is in rotation
+
+
+@dataclass(frozen=True)
+class OutboundSnat:
+    """A load balancer's outbound rule for one pool member without a public IP of its own: new
+    connections leave from the frontend's transit address (the host maps it to the public IP), with
+    source ports from the member's own block."""
+
+    private: ipaddress.IPv4Address
+    transit: ipaddress.IPv4Address
+    protocol: str  # tcp | udp
+    ports: tuple[int, int]  # first and last source port
+
+
+@dataclass(frozen=True)
+class FlowMatch:
+    """Established flows to delete from a VNet's conntrack table: those a load balancer translated from
+    `frontend`:`port` (to `backend` only, or to any backend when it is None)."""
+
+    protocol: str  # tcp | udp
+    frontend: ipaddress.IPv4Address
+    port: int
+    backend: Backend | None = None
 
 
 @dataclass
@@ -115,6 +145,7 @@ class VNetSpec:
     guards: list[GuardSpec] = field(default_factory=list)
     public: list[PublicMapping] = field(default_factory=list)
     balanced: list[BalancedPort] = field(default_factory=list)
+    outbound: list[OutboundSnat] = field(default_factory=list)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from kumo.arm.ids import ResourceId
 from kumo.providers.network.common import (NetworkType, canonical, child_entry, ipv4_address, new_etag, props_of,
                                            ref, reference, set_backref)
 from kumo.providers.network.addresses import allocate_private, link_public_ip
-from kumo.providers.network.load_balancers import NAT_RULES, POOLS
+from kumo.providers.network.load_balancers import NAT_RULES, POOLS, sync_members
 from kumo.providers.network.virtual_networks import SUBNET_TYPE, SUBNETS
 from kumo.store import Resource, Tx
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 IPCONFIG_TYPE = "Microsoft.Network/networkInterfaces/ipConfigurations"
 POOL_TYPE = "Microsoft.Network/loadBalancers/backendAddressPools"
 NAT_TYPE = "Microsoft.Network/loadBalancers/inboundNatRules"
+NAT_POOL_TYPE = "Microsoft.Network/loadBalancers/inboundNatPools"
 PIP_TYPE = "Microsoft.Network/publicIPAddresses"
 NSG_TYPE = "Microsoft.Network/networkSecurityGroups"
 
@@ -61,7 +62,8 @@ def _ipconfig(nic_id: str, raw: Any, index: int) -> dict[str, Any]:
         out["publicIPAddress"] = ref(pip)
     if props.get("primary") is not None:
         out["primary"] = str(props["primary"]).lower() == "true"
-    for field, expect in (("loadBalancerBackendAddressPools", POOL_TYPE), ("loadBalancerInboundNatRules", NAT_TYPE)):
+    for field, expect in (("loadBalancerBackendAddressPools", POOL_TYPE), ("loadBalancerInboundNatRules", NAT_TYPE),
+                          ("loadBalancerInboundNatPools", NAT_POOL_TYPE)):
         refs = props.get(field) or []
         if not isinstance(refs, list):
             raise bad_request("InvalidRequestFormat", f"'{field}' must be an array.", field)
@@ -86,12 +88,21 @@ def _ref_ids(cfg: dict[str, Any] | None, field: str) -> dict[str, str]:
 
 
 async def _link_load_balancers(tx: Tx, cfg_id: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
-    """Keep a load balancer's pools (`backendIPConfigurations`) and NAT rules (`backendIPConfiguration`)
-    in step with the ip configurations that join them."""
+    """Keep a load balancer's pools (`backendIPConfigurations`), NAT rules (`backendIPConfiguration`) and
+    NAT pools (the rules they derive per member) in step with the ip configurations that join them,
+    and the members' frontend ports with them."""
+    touched: dict[str, dict[str, dict[str, bool]]] = {}  # load balancer key -> NAT pool joins and leaves
     field = "loadBalancerBackendAddressPools"
     before, after = _ref_ids(old, field), _ref_ids(new, field)
     for key in before.keys() ^ after.keys():
-        await _pool_member(tx, after.get(key) or before[key], cfg_id, key in after)
+        await _pool_member(tx, after.get(key) or before[key], cfg_id, key in after,
+                           primary=bool((new or {}).get("properties", {}).get("primary", True)))
+        touched.setdefault(key.rsplit("/", 2)[0], {})
+    field = "loadBalancerInboundNatPools"
+    before, after = _ref_ids(old, field), _ref_ids(new, field)
+    for key in before.keys() ^ after.keys():
+        lb_key, _, name = key.rsplit("/", 2)
+        touched.setdefault(lb_key, {}).setdefault(name, {})[cfg_id] = key in after
     field = "loadBalancerInboundNatRules"
     before, after = _ref_ids(old, field), _ref_ids(new, field)
     for key in before.keys() ^ after.keys():
@@ -105,12 +116,20 @@ async def _link_load_balancers(tx: Tx, cfg_id: str, old: dict[str, Any] | None, 
         if key in after and user and user["id"].lower() != cfg_id.lower():
             raise bad_request("InboundNatRuleInUse", f"Inbound NAT rule {rule.id} is already used by {user['id']}.")
         await set_backref(tx, key, "backendIPConfiguration", cfg_id, key in after, single=True, inline=NAT_RULES)
+    for lb_key, changes in sorted(touched.items()):
+        await sync_members(tx, lb_key, changes)
 
 
-async def _pool_member(tx: Tx, pool_id: str, cfg_id: str, present: bool) -> None:
-    if present and await tx.get_resource(pool_id.lower()) is None:
+async def _pool_member(tx: Tx, pool_id: str, cfg_id: str, present: bool, primary: bool = True) -> None:
+    pool = await tx.get_resource(pool_id.lower())
+    if present and pool is None:
         raise bad_request("InvalidResourceReference", f"Resource {pool_id} referenced by resource {cfg_id} was not "
                           "found.")
+    if present and not primary and pool and pool.body.get("properties", {}).get("outboundRules"):
+        raise bad_request("OutboundRuleCannotBeUsedWithBackendAddressPoolThatIsReferencedBySecondaryIpConfigs",
+                          f"Backend address pool {pool_id} is used by outbound rule "
+                          f"{pool.body['properties']['outboundRules'][0]['id']} and cannot take the secondary ip "
+                          f"configuration {cfg_id}.")
     await set_backref(tx, pool_id.lower(), "backendIPConfigurations", cfg_id, present, inline=POOLS)
 
 
