@@ -373,7 +373,25 @@ class VmController:
                 raise ArmError(500, "VMStartFailed", f"QEMU could not start virtual machine {vm.name}: {e}") from None
         self._watch(key, vid)
         await self._wait_ready(vm, vid, t0, marker=not (image.cloud_init or cloned), cloud_init=image.cloud_init)
+        custom = ((vm.body.get(INTERNAL) or {}).get("secrets") or {}).get("customData")
+        if custom and not image.cloud_init:
+            await self._run_custom_data(vm, vid, base64.b64decode(custom).decode(errors="replace"))
         await self._record(key, bootPath="snapshot" if cloned else "cold")
+
+    async def _run_custom_data(self, vm: Resource, vid: str, script: str) -> None:
+        """An image without cloud-init (Tiny) runs a custom-data script (`#!…`) as root at each boot kumo
+        drives, started through the guest agent in the background, its output in /var/log/custom-data.log."""
+        assert self.driver is not None
+        launch = ("cat > /run/custom-data && chmod 700 /run/custom-data && "
+                  "(setsid /run/custom-data </dev/null >/var/log/custom-data.log 2>&1 &)")
+        try:
+            code, _out, err = await self.driver.agent_exec(vid, ["/bin/sh", "-c", launch], input=script, timeout=30)
+        except (VmFailure, TimeoutError) as e:
+            raise ArmError(409, "VMAgentStatusCommunicationError", f"The custom data of virtual machine {vm.name} "
+                           f"could not be started: {e}") from None
+        if code != 0:
+            raise ArmError(409, "VMExtensionProvisioningError", f"The custom data of virtual machine {vm.name} "
+                           f"could not be started: {err.strip()[-300:]}")
 
     async def _start_clone(self, vm: Resource, image: MarketplaceImage, spec: VmSpec,
                            endpoint: dict[str, Any]) -> bool:

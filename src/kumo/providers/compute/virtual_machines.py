@@ -8,6 +8,7 @@ shown under `properties.instanceView` with `$expand=instanceView`, and at `…/i
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -106,9 +107,10 @@ class VirtualMachines(ResourceType):
             raise vm_schema.unsupported("storageProfile.imageReference",
                                         f"booting '{found.urn}' (only images with a kernel and initrd, such as Tiny)")
         secrets = (body.get(INTERNAL) or {}).get("secrets") or {}
-        if secrets.get("customData") and not found.cloud_init:
-            raise vm_schema.unsupported("osProfile.customData", f"custom data on '{found.urn}' (it has no "
-                                        "cloud-init: use the Debian12 image)")
+        if secrets.get("customData") and not found.cloud_init and \
+                not base64.b64decode(secrets["customData"]).startswith(b"#!"):
+            raise vm_schema.unsupported("osProfile.customData", f"custom data other than a script ('#!…') on "
+                                        f"'{found.urn}' (it has no cloud-init: use the Debian12 image)")
         linux = props["osProfile"].get("linuxConfiguration") or {}
         if not linux.get("disablePasswordAuthentication", True) and found.urn.lower().startswith("kumo:tiny:"):
             raise vm_schema.unsupported("osProfile.adminPassword", "password logins on the tiny image (its SSH "
