@@ -595,10 +595,11 @@ class NetworkController:
             probes_up=sum(1 for k in probed if self._health.get(k) is True), probes_total=len(probed),
             rules_up=sum(u for u, _ in rules), rules_total=sum(t for _, t in rules), vnets=tuple(vnets))
 
-    def backend_health(self, addresses: list[str]) -> bool | None:
-        """What the health probes say of a backend: False when any probe has it out of rotation, True
-        when one has it in, None when no probe watches it (scale sets' automatic repairs ask)."""
-        verdicts = [v for (_, ip), v in self._health.items() if ip in addresses and v is not None]
+    def backend_health(self, vnet_key: str, addresses: list[str]) -> bool | None:
+        """What the health probes now running in a VNet say of a backend: False when any has it out of
+        rotation, True when one has it in, None when none watches it (scale sets' automatic repairs ask)."""
+        keys = {t.key for t in self._probes.get(vnet_key, []) if t.address in addresses}
+        verdicts = [v for k in keys if (v := self._health.get(k)) is not None]
         if not verdicts:
             return None
         return all(verdicts)

@@ -379,14 +379,17 @@ class ScaleSetController:
     async def _healthy(self, vm: Resource) -> bool | None:
         """What the load balancer's health probes say of the instance's primary address."""
         nics = vm.body["properties"]["networkProfile"]["networkInterfaces"]
+        verdicts = []
         async with self.services.store.read() as tx:
-            addresses = []
             for n in nics:
                 nic = await tx.get_resource(n["id"].lower())
                 for cfg in ((nic.body.get("properties") or {}).get("ipConfigurations") or []) if nic else []:
-                    if cfg["properties"].get("privateIPAddress"):
-                        addresses.append(cfg["properties"]["privateIPAddress"])
-        return self.services.network.backend_health(addresses)
+                    c = cfg["properties"]
+                    if c.get("privateIPAddress"):
+                        vnet = c["subnet"]["id"].lower().split("/subnets/")[0]
+                        verdicts.append(self.services.network.backend_health(vnet, [c["privateIPAddress"]]))
+        known = [v for v in verdicts if v is not None]
+        return all(known) if known else None
 
     async def _repair(self, vmss: Resource, vm: Resource, action: str) -> None:
         from kumo.providers.compute.virtual_machines import start_reimage
