@@ -46,11 +46,6 @@ def scale_set_of(vm: Resource) -> str | None:
     return ref["id"].lower() if ref else None
 
 
-def instance_id(vm: Resource) -> str:
-    """Uniform: the number in the id; Flexible: the VM's name (what Azure shows for each)."""
-    return vm.name
-
-
 def _order(vm: Resource) -> tuple[int, str]:
     return (int(vm.name), "") if vm.name.isdigit() else (0, vm.name)
 
@@ -59,7 +54,6 @@ class ScaleSetController:
     def __init__(self, services: "Services") -> None:
         self.services = services
         self._locks: dict[str, asyncio.Lock] = {}
-        self._unhealthy: dict[str, float] = {}  # instance key -> when it was first seen unhealthy
         self._repaired: dict[str, float] = {}  # instance key -> when it was last repaired
         self._repairer: asyncio.Task[None] | None = None
 
@@ -366,13 +360,10 @@ class ScaleSetController:
             for vm in await self.members(vmss):
                 healthy = await self._healthy(vm)
                 if healthy is not False or vm.provisioning_state != "Succeeded":
-                    self._unhealthy.pop(vm.key, None)
                     continue
-                self._unhealthy.setdefault(vm.key, now)
                 # Azure's grace period: no repair until it has passed since the instance was made or last
                 # repaired (the probe's own interval x threshold already decided it is unhealthy)
                 if now - max(vm.created_at, self._repaired.get(vm.key, 0.0)) >= grace:
-                    self._unhealthy.pop(vm.key, None)
                     self._repaired[vm.key] = now
                     asyncio.ensure_future(self._repair(vmss, vm, policy["repairAction"]))
 

@@ -22,8 +22,8 @@ from kumo.providers.compute.vm_schema import INTERNAL
 MAX_MARKETPLACE = 1000
 MAX_CUSTOM_IMAGE = 600
 MAX_PLACEMENT_GROUP = 100
-# Azure: 1-15 characters for Linux (the instance suffix makes the computer name), letters, digits, '-'.
-PREFIX = re.compile(r"^(?!\d+$)[A-Za-z0-9][A-Za-z0-9-]{0,14}$")
+# Linux: the prefix plus the 6-character instance suffix is the computer name (at most 64 characters).
+PREFIX = re.compile(r"^(?!\d+$)[A-Za-z0-9][A-Za-z0-9.-]{0,57}$")
 UNSUPPORTED_PROPS = {
     "proximityPlacementGroup": "proximity placement groups",
     "hostGroup": "dedicated host groups",
@@ -205,10 +205,10 @@ def _os_profile(profile: dict[str, Any], old: dict[str, Any], name: str,
     if old:
         raise bad_request("PropertyChangeNotAllowed", "Changing property 'osProfile' is not allowed.",
                           "virtualMachineProfile.osProfile")
-    prefix = str(op.get("computerNamePrefix") or name)[:15]
+    prefix = str(op.get("computerNamePrefix") or re.sub(r"[^A-Za-z0-9-]", "", name)[:9] or "vm")
     if not PREFIX.match(prefix):
-        raise bad_request("InvalidParameter", f"The computer name prefix '{prefix}' is invalid: 1-15 letters, digits "
-                          "and '-', not only digits.", "virtualMachineProfile.osProfile.computerNamePrefix")
+        raise bad_request("InvalidParameter", f"The computer name prefix '{prefix[:64]}' is invalid: 1-58 letters, "
+                          "digits, '.' and '-', not only digits.", "virtualMachineProfile.osProfile.computerNamePrefix")
     # the VM rules (user name, keys, password) checked on a sample instance's profile
     sample = {k: v for k, v in op.items() if k != "computerNamePrefix"}
     sample["computerName"] = f"{prefix}000000"
