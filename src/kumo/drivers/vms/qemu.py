@@ -277,25 +277,38 @@ class QemuDriver:
 
     # ---- QMP ----------------------------------------------------------------------------------------
 
+    async def _connect(self, vid: str) -> QMPClient:
+        """A QMP connection. The socket file appears when QEMU binds it, a moment before it accepts: under
+        a burst of starts a first connect can be refused, so it is retried (the caller's timeout bounds it)."""
+        while True:
+            qmp = QMPClient(vid)
+            try:
+                await qmp.connect(str(self.paths(vid).qmp))
+                return qmp
+            except Exception as e:  # qemu.qmp wraps the OSError in its ConnectError
+                if not isinstance(e.__cause__ or e, ConnectionRefusedError):
+                    raise
+            await asyncio.sleep(0.05)
+
     async def _qmp(self, vid: str, command: str, arguments: dict[str, Any] | None = None,
                    timeout: float = QMP_TIMEOUT) -> Any:
         """One QMP command on a connection of its own (QMP serves one client at a time)."""
-        qmp = QMPClient(vid)
+        qmp: QMPClient | None = None
         try:
             async with asyncio.timeout(timeout):
-                await qmp.connect(str(self.paths(vid).qmp))
+                qmp = await self._connect(vid)
                 return await qmp.execute(command, arguments)
         finally:
-            with contextlib.suppress(Exception):
-                await qmp.disconnect()
+            if qmp is not None:
+                with contextlib.suppress(Exception):
+                    await qmp.disconnect()
 
     @contextlib.asynccontextmanager
     async def _qmp_session(self, vid: str, timeout: float = QMP_TIMEOUT) -> AsyncIterator[QMPClient]:
         """One QMP connection for a sequence of commands that belong together (the caller holds the lock)."""
-        qmp = QMPClient(vid)
+        async with asyncio.timeout(timeout):
+            qmp = await self._connect(vid)
         try:
-            async with asyncio.timeout(timeout):
-                await qmp.connect(str(self.paths(vid).qmp))
             yield qmp
         finally:
             with contextlib.suppress(Exception):
