@@ -68,6 +68,11 @@ def test_vm_metrics_follow_the_guest(kumo: KumoServer, rg: str, ssh_key: Path) -
                   "--ssh-key-values", str(ssh_key.with_suffix(".pub")), "--admin-username", "azureuser")
     vm_id, target = out["id"], f"azureuser@{out['publicIpAddress']}"
     wait_ssh(ssh_key, target, 60)
+    deadline = time.time() + 60
+    while not points(rest_metrics(kumo, vm_id, metricnames="Network In Total", aggregation="Total",
+                                  interval="PT5S").json(), "Network In Total", "total"):
+        assert time.time() < deadline, "the sampler never measured the new VM"
+        time.sleep(1)  # counters are measured from the first sample of the VM on: wait for it
 
     # 1 MB sent to the guest over SSH: Network In (the guest's view), much more than it sends back
     sent = subprocess.run(f"head -c 1000000 /dev/urandom | ssh {' '.join(SSH_OPTS)} -i {ssh_key} {target} "

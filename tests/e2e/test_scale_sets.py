@@ -296,5 +296,7 @@ def test_automatic_repairs_replace_an_unhealthy_instance(kumo: KumoServer, rg: s
     ids = _wait(lambda: (s := sorted(_names(kumo, rg, "rep"), key=int)) != ["0", "1"] and len(s) == 2 and s, 120,
                 "instance 0 replaced", period=1)
     assert ids == ["1", "2"], ids
+    _wait(lambda: all(i["provisioningState"] == "Succeeded"
+                      for i in kumo.az("vmss", "list-instances", "-g", rg, "-n", "rep")), 120, "instance 2 up")
     _run(kumo, rg, "rep", "2", SERVE)  # the replacement serves, so it stays
     assert kumo.az("vmss", "show", "-g", rg, "-n", "rep")["sku"]["capacity"] == 2
