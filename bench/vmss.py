@@ -94,7 +94,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.conftest import KumoServer, free_port, public_pool  # noqa: E402
-from tests.vmlib import qemu_pids  # noqa: E402
+from tests.vmlib import new_ssh_key, qemu_pids  # noqa: E402
 
 COMPUTE = {"api-version": "2024-11-01"}
 NETWORK = {"api-version": "2024-05-01"}
@@ -822,9 +822,7 @@ def meminfo_kib(field: str) -> int:
 def ssh_key() -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="kumo-bench-vmsskey-"))
     try:
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kumo-bench", "-f", str(d / "id")],
-                       check=True)
-        yield d / "id"
+        yield new_ssh_key(d)
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
