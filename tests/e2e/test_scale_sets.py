@@ -300,3 +300,30 @@ def test_automatic_repairs_replace_an_unhealthy_instance(kumo: KumoServer, rg: s
                       for i in kumo.az("vmss", "list-instances", "-g", rg, "-n", "rep")), 120, "instance 2 up")
     _run(kumo, rg, "rep", "2", SERVE)  # the replacement serves, so it stays
     assert kumo.az("vmss", "show", "-g", rg, "-n", "rep")["sku"]["capacity"] == 2
+
+
+@pytest.mark.slow
+def test_host_capacity_ends_in_allocation_failed_naming_the_instances(ssh_key: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kumo whose host takes 2 one-vCPU instances (no overcommit on 2 cores): a set of 3 places 2 and
+    fails with AllocationFailed naming the third, at once rather than after a hang."""
+    if (os.cpu_count() or 1) != 2:
+        pytest.skip("the capacity arithmetic below is for a 2-core host")
+    from tests.conftest import start_server, stop_server
+
+    monkeypatch.setenv("KUMO_VM_OVERCOMMIT", "1")
+    server = start_server()
+    try:
+        server.az("group", "create", "-n", "cap", "-l", "local")
+        t0 = time.monotonic()
+        proc = server.az("vmss", "create", "-g", "cap", "-n", "full", "--image", "Tiny", "--instance-count", "3",
+                         "--vm-sku", "Standard_B1s", "--admin-username", "azureuser", "--orchestration-mode",
+                         "Uniform", "--ssh-key-values", str(ssh_key.with_suffix(".pub")), "--lb-sku", "Standard",
+                         check=False, timeout=600)
+        assert proc.returncode != 0 and "AllocationFailed" in proc.stderr and "full_2" in proc.stderr, proc.stderr
+        assert time.monotonic() - t0 < 300
+        instances = server.az("vmss", "list-instances", "-g", "cap", "-n", "full")
+        assert sorted(i["instanceId"] for i in instances) == ["0", "1"]
+        assert all(i["provisioningState"] == "Succeeded" for i in instances)
+    finally:
+        stop_server(server)
