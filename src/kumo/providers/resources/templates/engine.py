@@ -11,7 +11,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -152,10 +152,11 @@ class DeploymentRun:
                 self.status[r.key] = "Failed"
                 error = e.body()["error"]
                 self.errors.append(error)
-                await self._record(r, "Failed", started, op_key, error=error, status_code=_status_name(e.status))
+                await _uninterrupted(self._record(r, "Failed", started, op_key, error=error,
+                                                  status_code=_status_name(e.status)))
                 return
             self.status[r.key] = "Succeeded"
-            await self._record(r, "Succeeded", started, op_key, status_code="OK")
+            await _uninterrupted(self._record(r, "Succeeded", started, op_key, status_code="OK"))
         finally:
             self.done[r.key].set()
 
@@ -315,3 +316,14 @@ def nested_body(body: dict[str, Any], scope: TemplateScope, prepared: Prepared) 
 def _status_name(status: int) -> str:
     return {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
             500: "InternalServerError"}.get(status, str(status))
+
+
+async def _uninterrupted(write: Awaitable[Any]) -> None:
+    """Finish an operation row even when the deployment is canceled meanwhile: the row is written before
+    the cancel goes on, so no operation of a canceled deployment stays Running."""
+    task = asyncio.ensure_future(write)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
