@@ -15,7 +15,7 @@ from typing import Any
 from kumo.arm.errors import ArmError, bad_request
 from kumo.compute import sizes
 from kumo.providers.compute import vm_schema
-from kumo.providers.compute.vm_schema import INTERNAL
+from kumo.providers.compute.vm_schema import INTERNAL, _bool, _obj
 
 # Azure's limits: instances per scale set from a marketplace image, from a custom image, and in one
 # placement group.
@@ -38,24 +38,6 @@ PASSTHROUGH = ("doNotRunExtensionsOnOverprovisionedVMs", "zoneBalance", "platfor
 
 def unsupported(prop: str, what: str) -> ArmError:
     return bad_request("OperationNotAllowed", f"kumo cannot do {what} yet: remove '{prop}' from the scale set.", prop)
-
-
-def _obj(value: Any, field: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise bad_request("InvalidParameter", f"'{field}' must be a JSON object.", field)
-    return value
-
-
-def _bool(value: Any, field: str, default: bool) -> bool:
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise bad_request("InvalidParameter", f"'{field}' must be true or false.", field)
 
 
 def _choice(value: Any, field: str, options: tuple[str, ...], default: str) -> str:
