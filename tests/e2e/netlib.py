@@ -8,6 +8,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import KumoServer
 
@@ -89,3 +90,14 @@ def delete_group(server: KumoServer, group_path: str) -> None:
                 return
             time.sleep(0.1)
     raise AssertionError(f"{group_path} was not deleted")
+
+
+def until(check: Any, timeout: float = 20.0) -> Any:
+    """`check()`'s first truthy value, polled every 0.2 s; AssertionError after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("condition not met in time")

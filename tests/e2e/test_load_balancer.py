@@ -7,26 +7,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from typing import Any
 
 import pytest
 
 from tests.conftest import KumoServer
-from tests.e2e.netlib import Servers, attach, reach
+from tests.e2e.netlib import Servers, attach, reach, until
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"), reason="needs root and nftables")]
-
-
-def _until(check: Any, timeout: float = 20.0) -> Any:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
 
 
 def test_load_balancer_spreads_traffic_over_healthy_backends(kumo: KumoServer, rg: str, network_client: Any) -> None:
@@ -84,7 +73,7 @@ def test_load_balancer_spreads_traffic_over_healthy_backends(kumo: KumoServer, r
         assert len(pool.backend_ip_configurations) == 2
         frontend = pip.ip_address
         # both backends answer on the public frontend once the probe has seen them
-        seen = _until(lambda: {reach(None, frontend, 80) for _ in range(30)} >= {"b0", "b1"} or None)
+        seen = until(lambda: {reach(None, frontend, 80) for _ in range(30)} >= {"b0", "b1"} or None)
         assert seen
         assert reach(None, frontend, 50022) == "b0"  # one NAT port, one NIC
         assert {reach(None, frontend, 50100), reach(None, frontend, 50101)} == {"b0", "b1"}  # NAT range
@@ -94,9 +83,9 @@ def test_load_balancer_spreads_traffic_over_healthy_backends(kumo: KumoServer, r
         # kill b1's server: the probe takes it out of rotation, and only b0 answers
         servers.procs[1].kill()
         servers.procs[1].wait()
-        _until(lambda: {reach(None, frontend, 80) for _ in range(20)} == {"b0"})
+        until(lambda: {reach(None, frontend, 80) for _ in range(20)} == {"b0"})
         servers.start(endpoints["b1"], "b1", 7000, 7001, 7002, 7003)  # back: in rotation again
-        _until(lambda: "b1" in {reach(None, frontend, 80) for _ in range(20)})
+        until(lambda: "b1" in {reach(None, frontend, 80) for _ in range(20)})
     finally:
         servers.stop()
     for name in ("b0", "b1", "client"):

@@ -13,7 +13,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +21,8 @@ import pytest
 from kumo.controllers.load_balancing import counter_name
 from kumo.controllers.network import short_hash
 from tests.conftest import KumoServer, start_server, stop_server, unique
-from tests.e2e.netlib import NET_API, Endpoint, Servers, attach, create_group, delete_group, put_and_wait, reach
+from tests.e2e.netlib import (NET_API, Endpoint, Servers, attach, create_group, delete_group, put_and_wait, reach,
+                              until)
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"), reason="needs root and nftables")]
@@ -51,16 +51,6 @@ for p in sys.argv[1].split(","):
 print("ready", flush=True)
 threading.Event().wait()
 """
-
-
-def _until(check: Any, timeout: float = 20.0) -> Any:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture
@@ -288,7 +278,7 @@ def test_flows_to_a_backend_that_leaves_are_flushed_and_counted(kumo: KumoServer
                 return None
             return {**totals, "VipAvailability": got["VipAvailability"][-1]["average"]}
 
-        metrics = _until(sampled, timeout=30)
+        metrics = until(sampled, timeout=30)
         assert metrics["ByteCount"] > 0 and metrics["PacketCount"] > 0 and metrics["VipAvailability"] == 100
     finally:
         for s in socks:
@@ -376,7 +366,7 @@ def test_az_network_lb_nat_pool_outbound_rule_and_list_mapping(kumo: KumoServer,
                       subnet, loadBalancerBackendAddressPools=[f"{lb_id}/backendAddressPools/pool"],
                       loadBalancerInboundNatPools=[f"{lb_id}/inboundNatPools/ssh"]))
         assert r.status_code in (200, 201), r.text
-    _until(lambda: kumo.az("network", "nic", "show", "-g", rg, "-n", "n0")["provisioningState"] == "Succeeded")
+    until(lambda: kumo.az("network", "nic", "show", "-g", rg, "-n", "n0")["provisioningState"] == "Succeeded")
     lb = kumo.az("network", "lb", "show", "-g", rg, "-n", "lb")
     assert [p["name"] for p in lb["inboundNatPools"]] == ["ssh"] and lb["outboundRules"][0]["allocatedOutboundPorts"] \
         == 2048

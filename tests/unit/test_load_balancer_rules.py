@@ -7,11 +7,7 @@ from __future__ import annotations
 
 import copy
 import ipaddress
-import os
-import shutil
 import subprocess
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -277,18 +273,6 @@ def test_flushes_follow_membership_not_health() -> None:
     # Basic: the last backend in rotation goes down, every flow of the port expires
     basic = [BalancedPort(fe, "tcp", 80, (), members=(a, b), expire_when_down=True)]
     assert load_balancing.flows_to_flush(both, basic) == [FlowMatch("tcp", fe, 80)]
-
-
-@pytest.fixture
-def scratch_netns() -> Iterator[str]:
-    if os.geteuid() != 0 or not shutil.which("nft"):
-        pytest.skip("needs root and nftables")
-    name = f"kumo-unit-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=True)
 
 
 def nft(netns: str, ruleset: str, check: bool = False) -> None:

@@ -4,13 +4,8 @@ and every rendered ruleset is accepted by the kernel (checked with `nft -c` in a
 from __future__ import annotations
 
 import ipaddress
-import os
-import shutil
 import subprocess
-import uuid
-from collections.abc import Iterator
 
-import pytest
 
 from kumo.controllers.network import _group, _matches
 from kumo.drivers.network import nftables
@@ -70,18 +65,6 @@ def test_rules_keep_priority_order_and_verdicts() -> None:
     assert 'meta l4proto icmp return comment "priority 130"' in lines
     # a rule with alternatives becomes one line per alternative, all with its verdict
     assert lines.count('comment "priority 150"') == 2 and 'drop comment "priority 65500"' in lines
-
-
-@pytest.fixture
-def scratch_netns() -> Iterator[str]:
-    if os.geteuid() != 0 or not shutil.which("nft"):
-        pytest.skip("needs root and nftables")
-    name = f"kumo-unit-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=True)
 
 
 def test_rendered_rulesets_are_valid_nftables(scratch_netns: str) -> None:
