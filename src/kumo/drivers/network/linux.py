@@ -251,22 +251,30 @@ class LinuxNetworkDriver:
         routes_wanted = repr(sorted((str(m.transit), v.uplink.host_link) for v in spec.vnets for m in v.public))
         if self._host_applied == (routes_wanted, ruleset):
             return
-        host_links = await self.links()
-        routes = json.loads(await run("ip", "-j", "route", "show", "proto", "static") or "[]")
-        batch = []
         wanted = {}
         for v in spec.vnets:
             for m in v.public:
                 wanted[str(m.transit)] = v.uplink
-        for r in routes:
-            dev = r.get("dev", "")
-            if dev.startswith(spec.link_prefix) and r.get("dst") not in wanted:
-                batch.append(f"route del {r['dst']} dev {dev}")
-        for transit, up in wanted.items():
-            if up.host_link in host_links:
-                batch.append(f"route replace {transit}/32 via {up.vnet_address} dev {up.host_link} proto static")
-        if batch:
-            await run("ip", "-batch", "-", input="\n".join(batch) + "\n")
+        for attempt in range(3):
+            host_links = await self.links()
+            routes = json.loads(await run("ip", "-j", "route", "show", "proto", "static") or "[]")
+            batch = []
+            for r in routes:
+                dev = r.get("dev", "")
+                if dev.startswith(spec.link_prefix) and r.get("dst") not in wanted:
+                    batch.append(f"route del {r['dst']} dev {dev}")
+            for transit, up in wanted.items():
+                if up.host_link in host_links:
+                    batch.append(f"route replace {transit}/32 via {up.vnet_address} dev {up.host_link} proto static")
+            try:
+                if batch:
+                    await run("ip", "-batch", "-", input="\n".join(batch) + "\n")
+                break
+            except HostCommandError as e:
+                # A VNet pass (not serialised with host passes) may delete its uplink, and the routes through
+                # it, between the listing above and the batch: list again and redo the batch.
+                if attempt == 2 or "Cannot find device" not in e.stderr:
+                    raise
         await run("nft", "-f", "-", input=ruleset)
         self._host_applied = (routes_wanted, ruleset)
 
