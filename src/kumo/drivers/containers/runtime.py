@@ -303,9 +303,14 @@ class ContainerRuntime:
                 raise RuntimeFailure(f"{spec.id}: image layer {layer} is missing")
             if ":" in layer or "," in layer:
                 raise RuntimeFailure(f"{spec.id}: layer path {layer} contains ':' or ','")
-        opts = f"lowerdir={':'.join(spec.layers)},upperdir={bundle / 'upper'},workdir={bundle / 'work'}"
+        # The options show in the container's own /proc/mounts, and the kernel keeps the paths as given:
+        # relative to a common base (the data dir), mounted from there, they name no host path.
+        base = os.path.commonpath([*spec.layers, str(bundle)])
+        lower = ":".join(os.path.relpath(layer, base) for layer in spec.layers)
+        upper, work = (os.path.relpath(bundle / d, base) for d in ("upper", "work"))
+        opts = f"lowerdir={lower},upperdir={upper},workdir={work}"
         try:
-            await hostcmd.run("mount", "-t", "overlay", "overlay", "-o", opts, str(rootfs))
+            await hostcmd.run("env", "-C", base, "mount", "-t", "overlay", "overlay", "-o", opts, str(rootfs))
         except hostcmd.HostCommandError as e:
             raise RuntimeFailure(f"{spec.id}: mounting the overlay rootfs failed: {e.stderr}") from e
 

@@ -74,6 +74,10 @@ def _env(raw: Any, container: str) -> list[dict[str, Any]]:
             raise invalid("InvalidEnvironmentVariable", f"The environment variable name '{name}' in container "
                           f"'{container}' is invalid.", "environmentVariables")
         item: dict[str, Any] = {"name": name}
+        for key in (SECRET, "value"):  # a string (numbers and booleans read as one); never quote it back
+            if isinstance(e.get(key), (dict, list)):
+                raise invalid("InvalidRequestContent", f"The '{key}' of environment variable '{name}' in "
+                              f"container '{container}' must be a string.", "environmentVariables")
         if e.get(SECRET) is not None:
             item[SECRET] = str(e[SECRET])
         else:
@@ -348,6 +352,9 @@ def normalise_group(name: str, location: str, body: dict[str, Any], existing: di
         if c.get("identity"):
             raise invalid("UnsupportedFeature", "Registry credentials by managed identity are not supported by kumo; "
                           "use 'username' and 'password'.", "properties.imageRegistryCredentials.identity")
+        if any(isinstance(c.get(k), (dict, list)) for k in ("username", "password")):
+            raise invalid("InvalidImageRegistryCredential", f"The 'username' and 'password' of the credential for "
+                          f"'{c['server']}' must be strings.", "properties.imageRegistryCredentials")
         credentials.append({"server": c["server"], "username": str(c.get("username") or ""),
                             "password": str(c.get("password") or "")})
     out["imageRegistryCredentials"] = credentials
