@@ -342,8 +342,14 @@ async def delete_operation(run: OperationRun) -> None:
     assert key is not None
     async with run.services.store.read() as tx:
         resource = await tx.get_resource(key)
-    if resource is not None:
+    if resource is None:
+        return None
+    try:
         await delete_tree(run.services, resource)
+    except Exception as e:  # as on Azure, a delete that failed leaves the resource Failed, never Deleting forever
+        message = f"{e.code}: {e.message}" if isinstance(e, ArmError) else f"InternalServerError: {e}"
+        await _set_state(run.services, key, resource.desired_gen, "Failed", f"delete failed: {message}")
+        raise
     return None
 
 

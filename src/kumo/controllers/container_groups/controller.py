@@ -103,6 +103,9 @@ class ContainerController:
         self.runners: dict[str, GroupRunner] = {}
         self.sessions = Sessions(self)
         self._locks: dict[str, asyncio.Lock] = {}
+        # per group: ensure's set-up vs remove, so a reconcile or re-adoption still setting up when a delete
+        # runs (both resume after a kill -9) cannot start containers after the delete removed them
+        self._setup_locks: dict[str, asyncio.Lock] = {}
         self._images: ImageStore | None = None
         self._background: set[asyncio.Future[None]] = set()
         network.instance_sources.append(self._instances)
@@ -325,12 +328,21 @@ class ContainerController:
         if (group.body.get("kumo") or {}).get("stopped"):
             await self.stop(group.key)
             return
+        async with self._setup_locks.setdefault(group.key, asyncio.Lock()):
+            async with self.store.read() as tx:
+                latest = await tx.get_resource(group.key)
+            if latest is None or latest.provisioning_state == "Deleting":
+                return  # deleted meanwhile: its delete removes (or removed) what it has on the host
+            runner = await self._setup(group, adopt)
+        await asyncio.shield(runner.started)
+
+    async def _setup(self, group: Resource, adopt: bool) -> GroupRunner:
+        """The runner that makes the host run `group` (the one running it already, if it does)."""
         plan = self._plan(group)
         current = self.runners.get(group.key)
         if current is not None and current.plan.spec_hash == plan.spec_hash and not current.stopping \
                 and current.task is not None and not current.task.done():
-            await asyncio.shield(current.started)
-            return
+            return current
         if current is not None:
             self.runners.pop(group.key, None)
             await current.stop()
@@ -352,7 +364,7 @@ class ContainerController:
         runner = GroupRunner(self, plan, adopt=adopt, network=network)
         self.runners[group.key] = runner
         runner.task = asyncio.ensure_future(runner.run())
-        await asyncio.shield(runner.started)
+        return runner
 
     async def stop(self, key: str) -> None:
         """ACI's stop: every container ends, nothing runs, the group says Stopped (its IP is kept)."""
@@ -418,13 +430,7 @@ class ContainerController:
 
     async def remove(self, group: Resource) -> None:
         """Everything of the group on the host goes: containers, cgroups, mounts, namespace, files."""
-        runner = self.runners.pop(group.key, None)
-        if runner is not None:
-            await runner.stop(DELETE_GRACE)
-        if self.runtime is not None:
-            for cid in await self.runtime.list_ids():
-                if cid.startswith(f"{self.runtime_prefix}-{short_hash(group.key)}-"):
-                    await self.runtime.remove(cid)
+        await self._remove_containers(group.key)
         plan = self._plan(group)
         await self.network.remove_instance(group.key, plan.vnet_key)
         await asyncio.to_thread(shutil.rmtree, plan.root, True)
@@ -434,7 +440,19 @@ class ContainerController:
     async def removed(self, group: Resource) -> None:
         """Again once the row is gone: a resource group's delete does not mark each member Deleting, so
         the pass in `remove` still saw the group."""
+        await self._remove_containers(group.key)  # what an ensure that was setting up meanwhile started
         await self.network.remove_instance(group.key, self._plan(group).vnet_key)
+        self._setup_locks.pop(group.key, None)
+
+    async def _remove_containers(self, key: str) -> None:
+        async with self._setup_locks.setdefault(key, asyncio.Lock()):
+            runner = self.runners.pop(key, None)
+            if runner is not None:
+                await runner.stop(DELETE_GRACE)
+            if self.runtime is not None:
+                for cid in await self.runtime.list_ids():
+                    if cid.startswith(f"{self.runtime_prefix}-{short_hash(key)}-"):
+                        await self.runtime.remove(cid)
 
     async def logs(self, group: Resource, container: str, tail: int | None, timestamps: bool) -> str:
         path = self._plan(group).root / "logs" / f"{container}.log"

@@ -21,6 +21,7 @@ import socket
 import struct
 import termios
 import tempfile
+import time
 import tty as ttymod
 import uuid
 from datetime import UTC, datetime
@@ -56,6 +57,31 @@ def _runc_message(text: str) -> str:
 
 def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
+
+
+def _rmdir_cgroup(path: Path, timeout: float = 10) -> None:
+    """Remove a container's cgroup (called in a thread). EBUSY means processes are still in it: a
+    container killed a moment ago that the kernel has not reaped yet, or one that a runc killed with kumo
+    left behind; they are the container's, so they get SIGKILL and the rmdir is tried again."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            if time.monotonic() > deadline:
+                raise RuntimeFailure(f"cannot remove cgroup {path}: {e.strerror}") from e
+        try:
+            for pid in (path / "cgroup.procs").read_text().split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        except OSError:
+            pass
+        time.sleep(0.1)
 
 
 class ExecProcess:
@@ -432,12 +458,7 @@ class ContainerRuntime:
             base = h / self.prefix
             groups = [base / group] if group else ([g for g in base.iterdir() if g.is_dir()] if base.is_dir() else [])
             for g in groups:
-                try:
-                    (g / cid).rmdir()
-                except FileNotFoundError:
-                    pass
-                except OSError as e:  # EBUSY: processes are still in it
-                    raise RuntimeFailure(f"cannot remove cgroup {g / cid}: {e.strerror}") from e
+                _rmdir_cgroup(g / cid)
             for d in (*groups, base):  # parents only once empty (rmdir refuses otherwise)
                 try:
                     d.rmdir()
