@@ -19,7 +19,8 @@ DEB_PACKAGES=(ca-certificates curl iproute2 nftables procps python3 python3-venv
   podman  # the container registry tests push and pull with podman too
   qemu-system-x86 kmod cpio dropbear-bin qemu-guest-agent openssh-client  # VMs and `kumo vm-images build`
   qemu-utils  # disks, snapshots and images: qemu-img (and qemu-io for their tests)
-  e2fsprogs openssl)  # the Debian VM image (mkfs.ext4 -d) and its seeds (openssl passwd -6 hashes passwords)
+  e2fsprogs openssl  # the Debian VM image (mkfs.ext4 -d) and its seeds (openssl passwd -6 hashes passwords)
+  postgresql)  # `make test`'s second pass: scripts/postgres.sh runs a server of its own (Debian's stays stopped)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
   for p in "${DEB_PACKAGES[@]}"; do

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -14,6 +15,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ class KumoServer:
     data_dir: Path
     port: int
     extra_args: tuple[str, ...] = ()
+    database_url: str | None = None  # its own PostgreSQL database (KUMO_TEST_DATABASE_URL), else SQLite
 
     @property
     def endpoint(self) -> str:
@@ -59,7 +62,11 @@ class KumoServer:
         return json.loads((self.data_dir / "identity" / "default.json").read_text())
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "KUMO_DATA_DIR": str(self.data_dir)}
+        # Every `kumo` subcommand and every restart after a kill -9 uses the same database.
+        env = {**os.environ, "KUMO_DATA_DIR": str(self.data_dir)}
+        if self.database_url:
+            env["KUMO_DATABASE_URL"] = self.database_url
+        return env
 
     def kumo(self, *args: str, check: bool = True, timeout: float = 300,
              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -130,13 +137,59 @@ def public_pool() -> str:
     return random.choice(free)
 
 
+def database_query(url: str, sql: str, *args: Any) -> list[dict[str, Any]]:
+    """Run one statement on the PostgreSQL database `url` names, outside any transaction (CREATE/DROP
+    DATABASE need that), and return its rows. In a thread of its own: a caller may be inside a running
+    event loop (an async test)."""
+    import asyncpg
+
+    async def run() -> list[dict[str, Any]]:
+        conn = await asyncpg.connect(url, timeout=30)
+        try:
+            if args or sql.lstrip().upper().startswith("SELECT"):
+                return [dict(r) for r in await conn.fetch(sql, *args)]
+            await conn.execute(sql)
+            return []
+        finally:
+            await conn.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, run()).result()
+
+
+def new_database(data_dir: Path) -> str | None:
+    """With KUMO_TEST_DATABASE_URL (a PostgreSQL server's URL), a fresh database for one kumo server, named
+    after its data dir (kumo_t_<suffix>); its URL. None without it: the server uses SQLite in its data dir."""
+    admin = os.environ.get("KUMO_TEST_DATABASE_URL")
+    if not admin:
+        return None
+    from sqlalchemy.engine import make_url
+
+    name = "kumo_t_" + "".join(ch if ch.isalnum() else "_" for ch in data_dir.name.removeprefix("kumo-test-").lower())
+    database_query(admin, f'CREATE DATABASE "{name}"')
+    return make_url(admin).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(url: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    admin = os.environ.get("KUMO_TEST_DATABASE_URL") or make_url(url).set(database="postgres").render_as_string(
+        hide_password=False)
+    name = make_url(url).database
+    database_query(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def start_server(*extra_args: str) -> KumoServer:
     data_dir = Path(tempfile.mkdtemp(prefix="kumo-test-"))
     server = KumoServer(data_dir, free_port(), ("--public-ip-pool", public_pool(), *extra_args))
     try:
+        server.database_url = new_database(data_dir)
         server.start()
     except BaseException:
-        shutil.rmtree(data_dir, ignore_errors=True)  # a server that never came up leaves nothing either
+        # a server that never came up leaves nothing either
+        if server.database_url:
+            drop_database(server.database_url)
+        shutil.rmtree(data_dir, ignore_errors=True)
         raise
     return server
 
@@ -150,7 +203,11 @@ def stop_server(server: KumoServer) -> None:
         finally:
             server.stop()
     finally:
-        shutil.rmtree(server.data_dir, ignore_errors=True)
+        try:
+            if server.database_url:
+                drop_database(server.database_url)
+        finally:
+            shutil.rmtree(server.data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

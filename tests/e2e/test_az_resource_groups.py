@@ -6,7 +6,7 @@ import pytest
 
 from tests.conftest import KumoServer, unique
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.store]
 
 
 def test_group_create_list_show_update_delete(kumo: KumoServer) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import KUMO, KumoServer
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.store]
 
 
 def test_status_reports_endpoint_identity_and_backends(kumo: KumoServer) -> None:

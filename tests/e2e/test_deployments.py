@@ -17,7 +17,7 @@ from azure.core.exceptions import HttpResponseError
 
 from tests.conftest import KumoServer, unique
 
-pytestmark = [pytest.mark.e2e,
+pytestmark = [pytest.mark.e2e, pytest.mark.store,
               pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"), reason="network resources need root")]
 # templates az 2.91 generated for `az vm create` / `az vmss create` (from ../shared/reference/az-templates)
 AZ_TEMPLATES = Path(__file__).with_name("data") / "az-templates"

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import KumoServer, unique
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.store]
 API = {"api-version": "2024-11-01"}
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import start_server, stop_server, unique
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.store]
 API = {"api-version": "2024-11-01"}
 
 

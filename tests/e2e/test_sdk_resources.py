@@ -8,7 +8,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from tests.conftest import KumoServer, unique
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.store]
 TS_API = "2022-02-01"
 
 

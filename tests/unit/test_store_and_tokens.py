@@ -15,6 +15,8 @@ from kumo.identity.tls import ensure_certificates
 from kumo.identity.tokens import TokenError, TokenSigner
 from kumo.store import Operation, Resource, Store
 
+pytestmark = pytest.mark.store
+
 
 # The store's API must behave the same on every backend: SQLite always, PostgreSQL when
 # KUMO_TEST_DATABASE_URL names a database these tests may fill (e.g. postgresql://kumo:kumo@localhost/kumo_t).

@@ -19,6 +19,7 @@ from kumo.config import (DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PUBLIC_IP_POOL, DEF
                          default_data_dir, parse_port_range)
 from kumo.identity import directory
 from kumo.identity.directory import DefaultIdentity
+from kumo.store.store import describe as describe_store
 
 T = TypeVar("T")
 
@@ -158,7 +159,7 @@ def status(data_dir: Path | None, as_json: bool) -> None:
         "pid": info["pid"] if info else None,
         "endpoint": info["endpoint"] if info else settings.endpoint,
         "data_dir": str(paths.root),
-        "store": "postgresql" if settings.database_url else f"sqlite {paths.database}",
+        "store": describe_store(settings.database_url, paths.database),
         "ca_certificate": str(paths.ca_cert),
         "tenant_id": ident.tenant_id if ident else None,
         "subscription_id": ident.subscription_id if ident else None,

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from kumo.store import schema as s
 from kumo.store.migrations import migrate
 from kumo.store.records import Event, Operation, Principal, Resource, RoleAssignment, Subscription, Tenant
+
+
+# The advisory lock key PostgreSQL write transactions hold (any constant; only kumo uses its database).
+WRITER_LOCK = 0x6B756D6F  # "kumo"
 
 
 def _dumps(value: Any) -> str:
@@ -34,6 +39,41 @@ def database_url(url: str | None, sqlite_path: Path) -> str:
     if u.drivername in ("postgres", "postgresql", "postgresql+psycopg2", "postgresql+psycopg"):
         u = u.set(drivername="postgresql+asyncpg")
     return u.render_as_string(hide_password=False)
+
+
+def describe(url: str | None, sqlite_path: Path) -> str:
+    """Which store a URL selects, for people (`kumo status`): never its password."""
+    if not url:
+        return f"sqlite {sqlite_path}"
+    u = make_url(url)
+    return f"postgresql {u.username + '@' if u.username else ''}{u.host or 'localhost'}:{u.port or 5432}/{u.database}"
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable(value: Any) -> Any:
+    """A string both backends can bind: PostgreSQL's text holds no NUL and neither driver encodes a lone
+    surrogate, so either (from a hostile path or header) becomes U+FFFD. No stored value holds one, so a
+    lookup by such a name finds nothing, as it should, instead of failing the request."""
+    if type(value) is not str or value.isascii() and "\x00" not in value:
+        return value
+    return _UNSTORABLE.sub("\ufffd", value)
+
+
+def _storable_parameters(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any,
+                         executemany: bool) -> tuple[str, Any]:
+    if executemany:
+        return statement, [_storable_row(p) for p in parameters]
+    return statement, _storable_row(parameters)
+
+
+def _storable_row(parameters: Any) -> Any:
+    if isinstance(parameters, dict):
+        return {k: _storable(v) for k, v in parameters.items()}
+    if isinstance(parameters, (list, tuple)):
+        return type(parameters)(_storable(v) for v in parameters)
+    return parameters
 
 
 # A resource as kept in memory: its fields with an empty body, and the body as the JSON text the
@@ -89,9 +129,13 @@ class Store:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
         self.cache = ResourceCache()
-        # SQLite allows one writer: serialise this process's write transactions here rather than
-        # let them fail with "database is locked" (other processes wait on busy_timeout).
-        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        # One writer at a time, on both backends: providers read, decide and write in one transaction, and
+        # the cache applies commits in order, both of which assume the writers do not overlap. SQLite allows
+        # one writer anyway; PostgreSQL's READ COMMITTED would let two creates of one name both insert (a
+        # duplicate key) or a later commit's cache update land before an earlier one's. Serialise this
+        # process's write transactions here (rather than hold pool connections waiting on the database);
+        # other processes wait on busy_timeout (SQLite) or the writers' advisory lock (PostgreSQL).
+        self._write_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, url: str | None, sqlite_path: Path) -> "Store":
@@ -113,7 +157,9 @@ class Store:
             def _begin(conn: Any) -> None:
                 conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
         else:
-            engine = create_async_engine(dsn, pool_size=10)
+            # pre-ping: a PostgreSQL server restarted under a running kumo costs a reconnect, not failed requests
+            engine = create_async_engine(dsn, pool_size=10, pool_pre_ping=True)
+        event.listen(engine.sync_engine, "before_cursor_execute", _storable_parameters, retval=True)
         store = cls(engine)
         async with store.write() as tx:
             await (await tx.connection()).run_sync(migrate)
@@ -132,7 +178,7 @@ class Store:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator["Tx"]:
-        async with self._write_lock or nullcontext():
+        async with self._write_lock:
             tx = Tx(self, write=True)
             try:
                 yield tx
@@ -160,6 +206,9 @@ class Tx:
                 conn.sync_connection.info["write"] = True  # type: ignore[union-attr]
             await conn.begin()
             self._conn = conn
+            if self.write and not self.store.is_sqlite:
+                # PostgreSQL's BEGIN IMMEDIATE: writers of every process take turns; released at commit/rollback
+                await conn.execute(select(func.pg_advisory_xact_lock(WRITER_LOCK)))
         return self._conn
 
     async def end(self, *, commit: bool) -> None:
