@@ -14,7 +14,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from tests.conftest import KumoServer, unique
 
-pytestmark = [pytest.mark.e2e, pytest.mark.store]
+pytestmark = [pytest.mark.e2e]  # its store paths run on PostgreSQL through test_deployments
 ACI = "Microsoft.ContainerInstance/containerGroups"
 
 

@@ -56,7 +56,6 @@ def check(report: Any, *, mid_processes: int) -> None:
     assert verdicts["fds flat"][0], verdicts["fds flat"][1]
 
 
-@pytest.mark.store
 async def test_container_group_cycles_leave_nothing(server: KumoServer) -> None:
     """40 nginx groups with public IPs, created and deleted by 4 concurrent clients."""
     report = await bench.soak(server, "aci", 40, 4)
