@@ -87,7 +87,18 @@ def build_app(services: Services) -> ASGIApp:
         *(registry.catalog_routes() if (registry := RegistryService.of(services)) else []),  # catalog at /v2/
         Route("/{path:path}", arm, methods=ALL_METHODS),
     ]
-    return CollapseSlashes(Starlette(routes=routes))
+    # Paths no route matches (the catch-all's pattern stops at a newline, e.g. `%0A` in a name) get ARM's envelope.
+    handlers = {404: _not_found, 405: _method_not_allowed}
+    return CollapseSlashes(RefuseUnknownMethods(Starlette(routes=routes, exception_handlers=handlers)))
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return error_response(ArmError(404, "NotFound", "No HTTP resource was found that matches the request URI."))
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    return error_response(ArmError(405, "MethodNotAllowed",
+                                   f"The requested resource does not support http method '{request.method}'."))
 
 
 class CollapseSlashes:
@@ -102,6 +113,21 @@ class CollapseSlashes:
             scope = dict(scope)
             scope["path"] = re.sub("/{2,}", "/", scope["path"])
             scope["raw_path"] = scope["path"].encode()
+        await self.app(scope, receive, send)
+
+
+class RefuseUnknownMethods:
+    """Methods no route serves (TRACE, PROPFIND, …) get ARM's 405 envelope rather than Starlette's text."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in ALL_METHODS:
+            e = ArmError(405, "MethodNotAllowed",
+                         f"The requested resource does not support http method '{scope['method'][:32]}'.")
+            await error_response(e)(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
 

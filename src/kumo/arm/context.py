@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-(preview|alpha|beta|rc|privatepreview))?$", re.IGNORECASE)
 MAX_BODY = 4 * 1024 * 1024  # ARM's own request limit (templates included)
 MAX_DEPTH = 64
+MAX_INT_BITS = 13_000  # about 3,900 decimal digits: Python refuses to print ints over 4,300 digits
 
 
 @dataclass
@@ -100,11 +102,8 @@ class RequestContext:
         """The request body as JSON, with ARM's InvalidRequestContent for anything malformed."""
         if self._body_read:
             return self._body
-        raw = await self.request.body()
+        raw = await self._read_body()
         self._body_read = True
-        if len(raw) > MAX_BODY:
-            raise ArmError(413, "RequestContentTooLarge",
-                           f"The request content size exceeds the maximum allowed size of {MAX_BODY} bytes.")
         if not raw.strip():
             if required:
                 raise invalid_request_content("The request body is empty")
@@ -115,14 +114,37 @@ class RequestContext:
         except UnicodeDecodeError:
             raise invalid_request_content("The request body is not valid UTF-8") from None
         try:
-            self._body = json.loads(text)
+            self._body = json.loads(text, parse_float=_float, parse_constant=_constant)
         except (json.JSONDecodeError, RecursionError) as e:
             # ARM reads JSON with comments, unquoted names and trailing commas (JSONC), and az sends
             # templates that way; the lenient parser is slower, so it runs off the event loop.
             self._body = await asyncio.to_thread(_lenient_json, text, e)
+        except ValueError as e:  # an integer of more than 4,300 digits
+            raise invalid_request_content(str(e)[:200]) from None
         if _depth(self._body, MAX_DEPTH) > MAX_DEPTH:
             raise invalid_request_content(f"The JSON nesting depth exceeds the maximum of {MAX_DEPTH}")
+        if _SURROGATE_ESCAPE.search(text):  # "\ud800" alone parses but can never be written out again
+            try:
+                json.dumps(self._body, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                raise invalid_request_content("The request body holds an unpaired UTF-16 surrogate") from None
         return self._body
+
+    async def _read_body(self) -> bytes:
+        """The body, refused as soon as it is known to exceed MAX_BODY (by Content-Length or while
+        streaming a chunked one), so an oversize request never sits whole in memory."""
+        declared = self.request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY:
+            raise _too_large()
+        chunks, size = [], 0
+        async for chunk in self.request.stream():
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise _too_large()
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        self.request._body = raw  # what Request.body() caches, for any later reader of the consumed stream
+        return raw
 
     async def object_body(self) -> dict[str, Any]:
         body = await self.json_body()
@@ -131,9 +153,39 @@ class RequestContext:
         return body
 
 
+def _too_large() -> ArmError:
+    return ArmError(413, "RequestContentTooLarge",
+                    f"The request content size exceeds the maximum allowed size of {MAX_BODY} bytes.")
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: stored as Infinity, which JSON (and PostgreSQL) can't hold
+        raise invalid_request_content(f"The number '{text[:32]}' is out of range")
+    return value
+
+
+def _int(text: str, base: int = 10) -> int:
+    """JSONC integers (hexadecimal too), no larger than can be written out again."""
+    try:
+        value = int(text, base)
+    except ValueError:
+        value = None
+    if value is None or value.bit_length() > MAX_INT_BITS:
+        raise invalid_request_content(f"The number '{text[:32]}' is out of range")
+    return value
+
+
+def _constant(name: str) -> Any:
+    raise invalid_request_content(f"Unexpected character encountered while parsing value: {name}")
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def _lenient_json(text: str, strict_error: Exception) -> Any:
     try:
-        return json5.loads(text)
+        return json5.loads(text, parse_float=_float, parse_int=_int, parse_constant=_constant)
     except (ValueError, RecursionError):
         raise invalid_request_content(f"Unexpected character encountered while parsing value: {strict_error}") from None
 

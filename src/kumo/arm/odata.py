@@ -15,6 +15,9 @@ from kumo.arm.errors import bad_request
 TOKEN = re.compile(r"\s*(?:(?P<str>'(?:[^']|'')*')|(?P<lp>\()|(?P<rp>\))|(?P<comma>,)|(?P<word>[A-Za-z_$][\w./]*))")
 
 Fields = Callable[[str], Any]  # field name (lower) -> value; "tags" -> dict
+# Parsing and matching recurse per parenthesis, `not` and and/or term: bound them well below the stack.
+MAX_NESTING = 32
+MAX_TERMS = 200
 
 
 @dataclass
@@ -49,6 +52,8 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.toks = _tokens(text)
         self.i = 0
+        self.depth = 0
+        self.terms = 0
 
     def peek(self) -> tuple[str, str, int] | None:
         return self.toks[self.i] if self.i < len(self.toks) else None
@@ -87,6 +92,15 @@ class _Parser:
         return node
 
     def unary(self) -> Node:
+        self.depth += 1
+        try:
+            if self.depth > MAX_NESTING:
+                raise FilterError(f"parentheses and 'not' nest more than {MAX_NESTING} deep")
+            return self._unary()
+        finally:
+            self.depth -= 1
+
+    def _unary(self) -> Node:
         if self.is_word("not"):
             self.i += 1
             return Node("not", (self.unary(),))
@@ -98,6 +112,9 @@ class _Parser:
         return self.comparison()
 
     def comparison(self) -> Node:
+        self.terms += 1
+        if self.terms > MAX_TERMS:
+            raise FilterError(f"more than {MAX_TERMS} conditions")
         field = self.take("word")
         name = field[1].lower()
         if name in ("substringof", "startswith", "endswith"):

@@ -48,6 +48,7 @@ WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
 COPY_CHUNK = 1 << 20
+META_HEADER_LIMIT = 1 << 20  # bytes of one pax/GNU long-name header, or of all global pax headers together
 
 
 class LayerError(PullError):
@@ -391,6 +392,24 @@ def unpack_layer(blob: Path, dest: Path, tmp_root: Path, ref: ImageReference, di
         raise
 
 
+class _BoundedTarInfo(tarfile.TarInfo):
+    """tarfile reads a pax or GNU long-name header into memory whole, whatever size it declares, so a
+    gzip bomb of one header would take gigabytes: refuse large ones before they are read. Old-style GNU
+    sparse members chain extension headers without limit; no image builder writes them."""
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise tarfile.ReadError(f"{self.name!r} is an old-style GNU sparse file, which is not supported")
+        if self.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
+                         tarfile.GNUTYPE_LONGLINK):
+            budget = META_HEADER_LIMIT
+            if self.type == tarfile.XGLTYPE:  # global headers accumulate for the rest of the archive
+                budget -= sum(len(k) + len(v) for k, v in tarfile_.pax_headers.items())
+            if self.size > budget:
+                raise tarfile.ReadError(f"a metadata header of {self.size} bytes exceeds {META_HEADER_LIMIT} bytes")
+        return super()._proc_member(tarfile_)  # type: ignore[misc]
+
+
 class _Extractor:
     """Writes one layer's entries under `root`, never following a symlink and never leaving `root`."""
 
@@ -398,7 +417,7 @@ class _Extractor:
         self.root = str(root)
         self.ref, self.digest = ref, digest
         self.known_dirs: set[str] = {""}  # relative dirs already checked to be real directories
-        self.dir_meta: list[tuple[str, tarfile.TarInfo]] = []
+        self.dir_meta: dict[str, tarfile.TarInfo] = {}  # by path: a repeated entry must not grow it
         self.as_root = os.geteuid() == 0
 
     def _unsafe(self, name: str, why: str) -> UnsafeLayer:
@@ -419,8 +438,9 @@ class _Extractor:
         return "/".join(parts)
 
     def run(self, reader: _HashingReader) -> None:
-        with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=reader, mode="r|", tarinfo=_BoundedTarInfo) as tar:  # type: ignore[call-overload]
             for member in tar:
+                tar.members.clear()  # a stream needs no index of past members; millions of entries would fill memory
                 rel = self.clean(member.name)
                 try:
                     self.entry(tar, member, rel)
@@ -432,7 +452,7 @@ class _Extractor:
                                                    f"(whiteouts, devices, owners): {exc}") from exc
                     raise LayerError(self.ref, f"layer {self.digest}: cannot unpack {rel!r}: {exc}") from exc
         # Directory modes and times last: writing children would change the mtimes again.
-        for rel, member in reversed(self.dir_meta):
+        for rel, member in reversed(self.dir_meta.items()):
             path = self._abs(rel)
             self._owner(path, member)
             os.chmod(path, member.mode & 0o7777)
@@ -509,7 +529,7 @@ class _Extractor:
                     os.mkdir(path, 0o700)
                 self.known_dirs.add(rel)
         self.xattrs(self._abs(rel), m)
-        self.dir_meta.append((rel, m))
+        self.dir_meta[rel] = m  # a later entry for the same directory wins, as in tar
 
     def whiteout(self, rel: str, base: str) -> None:
         parent = posixpath.dirname(rel)
@@ -567,7 +587,7 @@ class _Extractor:
         if stat.S_ISDIR(st.st_mode):
             shutil.rmtree(path)
             self.known_dirs = {d for d in self.known_dirs if d != rel and not d.startswith(rel + "/")}
-            self.dir_meta = [(d, m) for d, m in self.dir_meta if d != rel and not d.startswith(rel + "/")]
+            self.dir_meta = {d: m for d, m in self.dir_meta.items() if d != rel and not d.startswith(rel + "/")}
         else:
             os.unlink(path)
 

@@ -20,6 +20,7 @@ looked up as 'ns.fn'.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,15 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 Function = Callable[[list[Any]], Any]
+
+# Bounds that keep a hostile template from taking unbounded time, memory or stack. The length is
+# Azure's documented limit for one expression; the others are far above what real templates need.
+MAX_EXPRESSION_LENGTH = 24_576
+MAX_NESTING = 64  # calls and indexes inside one another (the parser and evaluator recurse per level)
+MAX_CALLS = 250_000  # function and lambda calls in one evaluation (nested map/reduce over range())
+MAX_STRING = 4 * 1024 * 1024  # characters in one value: ARM's request limit is 4 MB
+MAX_ITEMS = 100_000  # elements or properties in one array or object
+MAX_NODES = 1_000_000  # values in one result, counted as a walk (shared sub-arrays count every time)
 
 
 class TemplateExpressionError(Exception):
@@ -173,6 +183,7 @@ class _Parser:
         self.text = text
         self.tokens = tokenize(text)
         self.i = 0
+        self.depth = 0
 
     def error(self, message: str, token: Token) -> TemplateExpressionError:
         return TemplateExpressionError(message, token.pos, self.text)
@@ -201,6 +212,16 @@ class _Parser:
         return node
 
     def expression(self) -> Node:
+        self.depth += 1
+        try:
+            if self.depth > MAX_NESTING:
+                raise self.error(f"The expression nests calls and indexes more than {MAX_NESTING} levels deep.",
+                                 self.peek())
+            return self._expression()
+        finally:
+            self.depth -= 1
+
+    def _expression(self) -> Node:
         node = self.primary()
         while True:
             token = self.peek()
@@ -264,6 +285,7 @@ class _Context:
     functions: Mapping[str, Function]
     offset: int  # added to node positions: 1 when the text shown in errors includes the leading '['
     text: str | None  # the text errors refer to
+    calls: list[int] = field(default_factory=lambda: [0])  # shared by the lambdas the evaluation makes
 
 
 class Lambda:
@@ -286,6 +308,9 @@ class Lambda:
         if len(values) != len(self.names):
             raise TemplateExpressionError(f"The lambda with variables {', '.join(self.names)} expects "
                                           f"{len(self.names)} value(s) but was given {len(values)}.")
+        self._context.calls[0] += 1
+        if self._context.calls[0] > MAX_CALLS:
+            raise TemplateExpressionError(f"The expression makes more than {MAX_CALLS} function calls.")
         scope = dict(self._scope)
         scope.update(zip((name.lower() for name in self.names), values, strict=True))
         return _eval(self._body, self._context, scope)
@@ -325,7 +350,10 @@ def _call(node: Call, context: _Context, scope: dict[str, Any]) -> Any:
         if function is None:
             raise TemplateExpressionError(f"The template function '{node.name}' is not valid. Please see "
                                           "https://aka.ms/arm-functions for usage details.")
-        return function([_eval(arg, context, scope) for arg in node.args])
+        context.calls[0] += 1
+        if context.calls[0] > MAX_CALLS:
+            raise TemplateExpressionError(f"The expression makes more than {MAX_CALLS} function calls.")
+        return check_size(node.name, function([_eval(arg, context, scope) for arg in node.args]))
     except TemplateExpressionError as e:
         _locate(e, node.pos, context)
         raise
@@ -445,7 +473,54 @@ def _result(value: Any) -> Any:
     if isinstance(value, Lambda):
         raise TemplateExpressionError("A lambda can only be passed to a function that takes one (filter, map, "
                                       "reduce, sort, toObject, mapValues, groupBy).")
+    _check_tree(value)
     return value
+
+
+def check_size(name: str, value: Any) -> Any:
+    """A function's result, refused when one string, array or object is too large (an O(1) check, so
+    repeated doubling stops at twice the limit)."""
+    if isinstance(value, str) and len(value) > MAX_STRING:
+        raise TemplateExpressionError(f"The template function '{name}' produced a string longer than "
+                                      f"{MAX_STRING} characters.")
+    if isinstance(value, (list, dict)) and len(value) > MAX_ITEMS:
+        raise TemplateExpressionError(f"The template function '{name}' produced an {type_name(value)} with more "
+                                      f"than {MAX_ITEMS} items.")
+    return value
+
+
+def fits_as_json(value: Any, limit: int) -> bool:
+    """Whether `value` written as JSON stays within about `limit` characters (a walk that stops early)."""
+    stack, size = [value], 0
+    while stack:
+        v = stack.pop()
+        size += len(v) + 3 if isinstance(v, str) else 2  # with its quotes and the comma after it
+        if size > limit:
+            return False
+        if isinstance(v, dict):
+            size += sum(len(k) + 3 for k in v)
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return True
+
+
+def _check_tree(value: Any) -> None:
+    """Refuse a result whose serialised form would be huge or too deep (arrays that hold the same array
+    twice double at each level) or that holds a number JSON can't carry (float('1e400'))."""
+    stack, seen = [(value, 1)], 0
+    while stack:
+        v, depth = stack.pop()
+        seen += 1
+        if seen > MAX_NODES or depth > MAX_NESTING * 2:
+            raise TemplateExpressionError(f"The expression's value is too large or nested too deeply (more than "
+                                          f"{MAX_NODES} values or {MAX_NESTING * 2} levels).")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise TemplateExpressionError(f"The expression's value holds the number {v}, which is not finite.")
+        if isinstance(v, dict):
+            stack.extend((x, depth + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, depth + 1) for x in v)
 
 
 # --- public entry points --------------------------------------------------------------------------
@@ -473,12 +548,18 @@ def evaluate_string(value: str, functions: Mapping[str, Function]) -> Any:
     Error positions refer to `value` itself (so the leading '[' is character 1)."""
     if not is_expression(value):
         return unescape(value)
+    if len(value) > MAX_EXPRESSION_LENGTH:
+        raise TemplateExpressionError(f"The template language expression is {len(value)} characters long; the "
+                                      f"limit is {MAX_EXPRESSION_LENGTH}.")
     try:
         node = parse(value[1:-1])
     except TemplateExpressionError as e:
         position = None if e.position is None else e.position + 1
         raise TemplateExpressionError(e.message, position, value) from None
-    return _result(_eval(node, _Context(functions, 1, value), {}))
+    try:
+        return _result(_eval(node, _Context(functions, 1, value), {}))
+    except RecursionError:  # a lambda that recurses through user functions: refused, not a crash
+        raise TemplateExpressionError("The expression recurses too deeply.", None, value) from None
 
 
 def evaluate_json(value: Any, functions: Mapping[str, Function]) -> Any:

@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from ..expressions import Function, Lambda, TemplateExpressionError, type_name
+from ..expressions import MAX_STRING, Function, Lambda, TemplateExpressionError, fits_as_json, type_name
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _ORDINALS = ("first", "second", "third", "fourth", "fifth")
@@ -159,7 +159,13 @@ def number_text(value: int | float) -> str:
 
 def to_json(value: Any) -> str:
     """Compact JSON, as ARM's string() serialises arrays and objects."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    # Measured first: an array holding the same array twice, nested, doubles in size per level.
+    if not fits_as_json(value, MAX_STRING):
+        raise TemplateExpressionError(f"The value is longer than {MAX_STRING} characters as JSON.")
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (RecursionError, ValueError) as e:
+        raise TemplateExpressionError(f"The value can't be written as JSON: {e}") from None
 
 
 def text(value: Any) -> str:
@@ -182,10 +188,12 @@ def parse_json(name: str, source: str) -> Any:
     """JSON as ARM (Newtonsoft) reads it, which also accepts single-quoted strings."""
     try:
         return json.loads(source)
+    except RecursionError:
+        raise fail(name, "can't parse its argument as JSON: it is nested too deeply.") from None
     except json.JSONDecodeError as first:
         try:
             return json.loads(_requote(source))
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise fail(name, f"can't parse its argument as JSON: {first.msg} at character {first.pos + 1}.") \
                 from None
 

@@ -39,6 +39,8 @@ def composite(pattern: str, values: list[Any]) -> str:
                 raise _error(f"refers to argument {{{index}}} but has only {len(values)} argument(s) to format.")
             formatted = format_value(values[index], m.group(3) or "")
             width = int(m.group(2) or 0)
+            if abs(width) >= 1_000_000:  # .NET's own limit on an alignment
+                raise _error(f"has an alignment of {width}; it must be less than 1000000.")
             out.append(formatted.rjust(width) if width >= 0 else formatted.ljust(-width))
             i = end + 1
         else:

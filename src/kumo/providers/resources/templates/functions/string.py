@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
-from ..expressions import Function, type_name
+from ..expressions import MAX_STRING, Function, type_name
 from . import _hashing, _netformat
 from ._common import arg_array, arg_int, arg_str, bad_arg, fail, is_number, parse_json, registrar, text
 
@@ -114,6 +114,8 @@ def pad_left(args: list[Any]) -> str:
     padding = arg_str("padLeft", args, 2) if len(args) > 2 else " "
     if len(padding) != 1:
         raise fail("padLeft", f"expects a single padding character, got '{padding}'.")
+    if total > MAX_STRING:
+        raise fail("padLeft", f"expects a total length of at most {MAX_STRING}, got {total}.")
     return text(args[0]).rjust(total, padding)
 
 
@@ -123,6 +125,8 @@ def replace(args: list[Any]) -> str:
     original, old, new = _strings("replace", args)
     if not old:
         raise fail("replace", "can't replace an empty string.")
+    if len(original) + original.count(old) * (len(new) - len(old)) > MAX_STRING:  # known before building it
+        raise fail("replace", f"would produce a string longer than {MAX_STRING} characters.")
     return original.replace(old, new)
 
 
