@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import KumoServer, unique
+from tests.conftest import KumoServer, free_port, unique
 from tests.e2e.acilib import (ACI_API, container, delete, get_group, group_body, group_path, host_traces, http_get,
                               key_hash, logs, put_group, state, wait_for, wait_http)
 
@@ -111,6 +111,22 @@ def test_volumes_secrets_and_init_containers(kumo: KumoServer, rg: str, tmp_path
     subprocess.run(["git", "-C", str(repo), "-c", "user.email=t@k", "-c", "user.name=t", "add", "README"], check=True)
     subprocess.run(["git", "-C", str(repo), "-c", "user.email=t@k", "-c", "user.name=t", "commit", "-qm", "x"],
                    check=True)
+    # served over git:// on loopback, as a repository is on Azure (a path or file:// URL is refused)
+    port = free_port()
+    daemon = subprocess.Popen(["git", "daemon", "--reuseaddr", "--listen=127.0.0.1", f"--port={port}", "--export-all",
+                               f"--base-path={tmp_path}", str(tmp_path)], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while subprocess.run(["git", "ls-remote", f"git://127.0.0.1:{port}/repo"], capture_output=True).returncode:
+            assert time.monotonic() < deadline, "git daemon did not come up"
+            time.sleep(0.1)
+        _volumes_secrets_and_init_containers(kumo, rg, port)
+    finally:
+        daemon.terminate()
+        daemon.wait(10)
+
+
+def _volumes_secrets_and_init_containers(kumo: KumoServer, rg: str, port: int) -> None:
     path = group_path(kumo, rg, unique("vol"))
     mounts = [{"name": "scratch", "mountPath": "/scratch"}, {"name": "creds", "mountPath": "/creds"},
               {"name": "code", "mountPath": "/code"}]
@@ -123,7 +139,7 @@ def test_volumes_secrets_and_init_containers(kumo: KumoServer, rg: str, tmp_path
     body = group_body(main, initContainers=[init], volumes=[
         {"name": "scratch", "emptyDir": {}},
         {"name": "creds", "secret": {"token": base64.b64encode(b"from-secret\n").decode()}},
-        {"name": "code", "gitRepo": {"repository": f"file://{repo}", "directory": "repo"}}])
+        {"name": "code", "gitRepo": {"repository": f"git://127.0.0.1:{port}/repo", "directory": "repo"}}])
     got = put_group(kumo, path, body)
     deadline = time.monotonic() + 20
     while "plain=visible" not in (out := logs(kumo, path, "main")):
@@ -142,6 +158,9 @@ def test_volumes_secrets_and_init_containers(kumo: KumoServer, rg: str, tmp_path
     ({"sku": "Confidential"}, "UnsupportedFeature"),
     ({"volumes": [{"name": "share", "azureFile": {"shareName": "s", "storageAccountName": "a"}}]},
      "UnsupportedFeature"),
+    ({"volumes": [{"name": "code", "gitRepo": {"repository": "/etc"}}]}, "InvalidVolume"),
+    ({"volumes": [{"name": "code", "gitRepo": {"repository": "file:///root/.ssh"}}]}, "InvalidVolume"),
+    ({"volumes": [{"name": "code", "gitRepo": {"repository": "ssh://git@127.0.0.1/x"}}]}, "InvalidVolume"),
     ({"containers": [container("Bad_Name")]}, "InvalidContainerName"),
     ({"containers": [container("a"), container("a")]}, "DuplicateContainerName"),
     ({"containers": []}, "ContainerGroupContainersRequired"),

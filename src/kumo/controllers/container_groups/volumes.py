@@ -13,6 +13,9 @@ from typing import Any
 
 from kumo.drivers import hostcmd
 from kumo.drivers.containers.spec import Mount
+from kumo.providers.container_instance.schema import GIT_SCHEMES
+
+GIT_PROTOCOLS = [arg for scheme in GIT_SCHEMES for arg in ("-c", f"protocol.{scheme}.allow=always")]
 
 
 class VolumeError(Exception):
@@ -42,7 +45,9 @@ async def _clone(path: Path, spec: dict[str, Any]) -> None:
     directory = spec.get("directory") or Path(spec["repository"].rstrip("/")).stem or "repo"
     target = tmp / directory if directory != "." else tmp
     try:
-        await hostcmd.run("git", "clone", "--quiet", "--", spec["repository"], str(target))
+        # Only the transports the schema allows, for redirects and submodules too; never a prompt for credentials.
+        await hostcmd.run("env", "GIT_TERMINAL_PROMPT=0", "git", "-c", "protocol.allow=never", *GIT_PROTOCOLS,
+                          "clone", "--quiet", "--", spec["repository"], str(target))
         if spec.get("revision"):
             await hostcmd.run("git", "-C", str(target), "checkout", "--quiet", spec["revision"])
     except hostcmd.HostCommandError as e:

@@ -8,6 +8,7 @@ import base64
 import binascii
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from kumo.arm.errors import ArmError, bad_request
 from kumo.arm.ids import parse_resource_id
@@ -22,6 +23,7 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 RESTART_POLICIES = ("Always", "OnFailure", "Never")
 MAX_CPU, MAX_MEMORY_GB = 4.0, 16.0  # ACI's per-container maximums for Linux (standard SKU)
 SECRET = "secureValue"
+GIT_SCHEMES = ("https", "http", "git")  # the transports a gitRepo volume may clone over
 DEFAULT_REQUESTS = {"cpu": 1.0, "memoryInGB": 1.5}  # what az and ACI use when a container names none
 
 
@@ -241,6 +243,11 @@ def _volume(raw: Any) -> dict[str, Any]:
         repo = raw["gitRepo"]
         if not isinstance(repo, dict) or not isinstance(repo.get("repository"), str) or not repo["repository"]:
             raise invalid("InvalidVolume", f"Volume '{name}': 'gitRepo.repository' is required.", "volumes.gitRepo")
+        url = urlsplit(repo["repository"])
+        if url.scheme.lower() not in GIT_SCHEMES or not url.hostname:
+            # kumo clones on the host: a path, file:// or ssh:// URL would copy the host's own files or keys
+            raise invalid("InvalidVolume", f"Volume '{name}': 'gitRepo.repository' must be an https, http or git "
+                          "URL of a repository.", "volumes.gitRepo")
         directory = repo.get("directory")
         if directory and (directory.startswith("/") or ".." in directory.split("/")):
             raise invalid("InvalidVolume", f"Volume '{name}': 'gitRepo.directory' must be relative.",
