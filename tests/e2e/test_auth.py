@@ -41,6 +41,16 @@ def _signed_by_kumo(kumo: KumoServer, claims: dict) -> str:
     return jwt.encode(claims, key, algorithm="RS256")
 
 
+def _delete_group(kumo: KumoServer, group: str) -> None:
+    """Delete a resource group (by its URL) as the Owner and wait until it is gone."""
+    with kumo.http() as owner:
+        owner.delete(group, params=API)
+        for _ in range(300):
+            if owner.get(group, params=API).status_code == 404:
+                break
+            time.sleep(0.1)
+
+
 def _error(r: httpx.Response) -> str:
     return r.json()["error"]["code"]
 
@@ -315,12 +325,7 @@ def test_a_reader_cannot_write_on_any_provider_but_reads(kumo: KumoServer) -> No
             assert owner.get(f"{acr}/scopeMaps/sm", params=api(acr)).status_code == 404
             assert owner.get(vm, params=api(vm)).status_code == 404
     finally:
-        with kumo.http() as owner:
-            owner.delete(group, params=API)
-            for _ in range(300):
-                if owner.get(group, params=API).status_code == 404:
-                    break
-                time.sleep(0.1)
+        _delete_group(kumo, group)
 
 
 @pytest.mark.slow
@@ -407,9 +412,4 @@ def test_registry_pushes_need_push_scope_for_that_repository_and_pulls_need_cred
             r = other_registry.post("/v2/app/blobs/uploads/", headers={"Authorization": f"Bearer {app_token}"})
             assert r.status_code == 401
     finally:
-        with kumo.http() as owner:
-            owner.delete(group, params=API)
-            for _ in range(300):
-                if owner.get(group, params=API).status_code == 404:
-                    break
-                time.sleep(0.1)
+        _delete_group(kumo, group)

@@ -135,6 +135,15 @@ def _wait_state(sweep: Sweep, c: httpx.Client, path: str, params: dict[str, str]
     raise AssertionError(f"{path} did not finish")
 
 
+def _subnet(sweep: Sweep, c: httpx.Client, vnet: str, prefix: str) -> str:
+    """Make the VNet `vnet` (prefix.0.0/16) with a subnet `s` (prefix.0.0/24); returns the subnet's id."""
+    net_api = {"api-version": "2024-05-01"}
+    c.put(vnet, params=net_api, json={"location": "local", "properties": {
+        "addressSpace": {"addressPrefixes": [f"{prefix}.0.0/16"]},
+        "subnets": [{"name": "s", "properties": {"addressPrefix": f"{prefix}.0.0/24"}}]}})
+    return _wait_state(sweep, c, vnet, net_api)["properties"]["subnets"][0]["id"]
+
+
 TEMPLATE = {
     "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
     "contentVersion": "1.0.0.0",
@@ -309,14 +318,11 @@ def test_scale_set_admin_password_and_custom_data_never_come_back(kumo: KumoServ
     password, custom = secret("vmsspw"), secret("vmsscustom")
     sweep = Sweep(kumo)
     rg = f"/subscriptions/{kumo.identity['subscription_id']}/resourceGroups/{group}"
-    net_api, vm_api = {"api-version": "2024-05-01"}, {"api-version": "2024-07-01"}
+    vm_api = {"api-version": "2024-07-01"}
     vnet = f"{rg}/providers/Microsoft.Network/virtualNetworks/vnet"
     vmss = f"{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/ss"
     with kumo.http() as c:
-        c.put(vnet, params=net_api, json={"location": "local", "properties": {
-            "addressSpace": {"addressPrefixes": ["10.4.0.0/16"]},
-            "subnets": [{"name": "s", "properties": {"addressPrefix": "10.4.0.0/24"}}]}})
-        subnet = _wait_state(sweep, c, vnet, net_api)["properties"]["subnets"][0]["id"]
+        subnet = _subnet(sweep, c, vnet, "10.4")
         model = {"location": "local", "sku": {"name": "Standard_B1s", "capacity": 0}, "properties": {
             "orchestrationMode": "Uniform", "upgradePolicy": {"mode": "Manual"}, "virtualMachineProfile": {
                 "storageProfile": {"imageReference": _debian_image()},
@@ -356,10 +362,7 @@ def test_vm_admin_password_and_custom_data_never_come_back(kumo: KumoServer, gro
                                                                           "networkInterfaces/nic"
     vm = f"{rg}/providers/Microsoft.Compute/virtualMachines/deb"
     with kumo.http() as c:
-        c.put(vnet, params=net_api, json={"location": "local", "properties": {
-            "addressSpace": {"addressPrefixes": ["10.3.0.0/16"]},
-            "subnets": [{"name": "s", "properties": {"addressPrefix": "10.3.0.0/24"}}]}})
-        subnet = _wait_state(sweep, c, vnet, net_api)["properties"]["subnets"][0]["id"]
+        subnet = _subnet(sweep, c, vnet, "10.3")
         c.put(nic, params=net_api, json={"location": "local", "properties": {"ipConfigurations": [
             {"name": "ip", "properties": {"subnet": {"id": subnet}}}]}})
         _wait_state(sweep, c, nic, net_api)
