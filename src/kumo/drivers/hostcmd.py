@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 
@@ -18,7 +19,14 @@ async def run(*argv: str, input: str | None = None, check: bool = True) -> str:
     proc = await asyncio.create_subprocess_exec(
         *argv, stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await proc.communicate(input.encode() if input is not None else None)
+    try:
+        out, err = await proc.communicate(input.encode() if input is not None else None)
+    except asyncio.CancelledError:
+        # The command goes on without us (runc start, ip, nft…): let it finish, so that whatever runs after
+        # the cancel (a delete's clean-up) sees what it did instead of racing it.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(proc.wait(), 10)
+        raise
     if check and proc.returncode != 0:
         raise HostCommandError(argv, proc.returncode or 0, err.decode(errors="replace"))
     return out.decode(errors="replace")

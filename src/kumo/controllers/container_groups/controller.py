@@ -46,6 +46,7 @@ GROUP_TYPE = "microsoft.containerinstance/containergroups"
 REGISTRY_TYPE = "microsoft.containerregistry/registries"
 GIB = 1024 ** 3
 PIDS_LIMIT = 4096
+SWEEP_SECONDS = 10  # how often containers whose group is gone are looked for
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -140,12 +141,40 @@ class ContainerController:
             if cid not in wanted:
                 log.info("removing orphaned container %s", cid)
                 await self.runtime.remove(cid)
+        await self.runtime.prune_cgroups()
+        sweeper = asyncio.ensure_future(self._sweep_forever())
+        self._background.add(sweeper)
+        sweeper.add_done_callback(self._background.discard)
         for group in groups:
             if group.provisioning_state == "Deleting" or (group.body.get("kumo") or {}).get("stopped"):
                 continue
             task = asyncio.ensure_future(self._readopt(group))
             self._background.add(task)  # held until done: the loop keeps only weak references to tasks
             task.add_done_callback(self._background.discard)
+
+    async def _sweep_forever(self) -> None:
+        """Level-triggered safety net: a container whose group row is gone is removed, whatever left it (a
+        start that was already under way in runc when its group's delete ran, a crash mid-delete)."""
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            try:
+                await self.sweep_orphans()
+            except Exception:  # the next pass tries again
+                log.exception("sweeping orphaned containers failed")
+
+    async def sweep_orphans(self) -> None:
+        # Containers first, then rows: a container exists only after its group's row was committed, so a
+        # container listed before the rows are read whose group has no row is an orphan, never a new group's.
+        ids = await self.runtime.list_ids()
+        async with self.store.read() as tx:
+            live = {short_hash(g.key) for g in await tx.resources_of_type(GROUP_TYPE)}
+        prefix = f"{self.runtime_prefix}-"
+        orphans = [cid for cid in ids if cid.startswith(prefix) and cid[len(prefix):].split("-", 1)[0] not in live]
+        for cid in orphans:
+            log.info("removing orphaned container %s (its group is gone)", cid)
+            await self.runtime.remove(cid)
+        if orphans:
+            await self.runtime.prune_cgroups()
 
     async def _readopt(self, group: Resource) -> None:
         try:
@@ -471,6 +500,8 @@ class ContainerController:
 
     async def close(self) -> None:
         """Containers keep running while kumo restarts (conmon supervises them); only the tasks end."""
+        for task in list(self._background):
+            task.cancel()
         for runner in self.runners.values():
             if runner.task is not None:
                 runner.task.cancel()

@@ -534,10 +534,25 @@ class ContainerRuntime:
                     raise RuntimeFailure(f"{cid}: could not remove {bundle}")
                 self._exit_file(cid).unlink(missing_ok=True)
                 (self.root / "sockets" / cid).unlink(missing_ok=True)
-            await asyncio.to_thread(clean)
+            # cgroups before the bundle: the bundle is what finds this container again after a crash
             async with self._cgroup_lock:
                 await asyncio.to_thread(self._remove_cgroups, cid, group)
+            await asyncio.to_thread(clean)
         self._locks.pop(cid, None)
+
+    async def prune_cgroups(self) -> None:
+        """Remove this prefix's group cgroups that no container is in any more (rmdir refuses the others):
+        a group whose last container went while kumo was down to a crash."""
+        def prune() -> None:
+            for h in self._hierarchies():
+                base = h / self.prefix
+                for g in (list(base.iterdir()) if base.is_dir() else []):
+                    try:
+                        g.rmdir()
+                    except OSError:
+                        pass
+        async with self._cgroup_lock:
+            await asyncio.to_thread(prune)
 
     # ---- exec ---------------------------------------------------------------------------------------
 
