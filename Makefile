@@ -5,7 +5,7 @@
 # started for the pass and stopped after it whether the tests passed or not.
 PG_TEST_URL = postgresql://kumo:kumo@127.0.0.1:55432/postgres
 POSTGRES_PASS = bash scripts/postgres.sh start && \
-	{ rc=0; KUMO_TEST_DATABASE_URL=$(PG_TEST_URL) .venv/bin/python -m pytest -q -m store tests || rc=$$?; \
+	{ rc=0; KUMO_TEST_DATABASE_URL=$(PG_TEST_URL) .venv/bin/python -m pytest -q --durations=15 -m store tests || rc=$$?; \
 	  bash scripts/postgres.sh stop; exit $$rc; }
 
 setup:
@@ -17,7 +17,7 @@ up: setup
 # ruff, the whole suite on SQLite, then the PostgreSQL pass; the PostgreSQL pass runs even when the first
 # failed, and the target fails when either did.
 test: setup
-	@rc=0; .venv/bin/ruff check src tests bench && .venv/bin/python -m pytest -q tests || rc=1; \
+	@rc=0; .venv/bin/ruff check src tests bench && .venv/bin/python -m pytest -q --durations=30 tests || rc=1; \
 	( $(POSTGRES_PASS) ) || rc=1; exit $$rc
 
 test-postgres: setup
