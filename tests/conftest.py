@@ -87,12 +87,29 @@ class KumoServer:
         api = {"api-version": "2024-11-01"}
         base = f"/subscriptions/{self.identity['subscription_id']}/resourcegroups"
         with self.http() as c:
-            names = [g["name"] for g in c.get(base, params=api).json().get("value", [])]
+            names: list[str] = []
+            url: str | None = base
+            params: dict[str, str] | None = api
+            while url:  # every page (the session kumo pages by 5)
+                page = c.get(url, params=params).json()
+                names += [g["name"] for g in page.get("value", [])]
+                url, params = page.get("nextLink"), None
+            operations = []
             for name in names:
-                c.delete(f"{base}/{name}", params=api)
+                r = c.delete(f"{base}/{name}", params=api)
+                if r.status_code == 202 and r.headers.get("Azure-AsyncOperation"):
+                    operations.append(r.headers["Azure-AsyncOperation"])
             for name in names:
                 for _ in range(600):
                     if c.get(f"{base}/{name}", params=api).status_code == 404:
+                        break
+                    time.sleep(0.1)
+            # A group is 404 as soon as its rows are gone; its delete operation ends once the host objects of
+            # what it held are gone too (a VNet's namespace, say): stopping kumo before then would leave them.
+            for status_url in operations:
+                for _ in range(600):
+                    r = c.get(status_url)
+                    if r.status_code != 200 or r.json().get("status") not in ("InProgress", "Running", "Accepted"):
                         break
                     time.sleep(0.1)
 
