@@ -103,7 +103,7 @@ class ContainerController:
         self.unavailable: str | None = None
         self.runners: dict[str, GroupRunner] = {}
         self.sessions = Sessions(self)
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._view_locks: dict[str, asyncio.Lock] = {}  # per group: writes of its instance view
         # per group: ensure's set-up vs remove, so a reconcile or re-adoption still setting up when a delete
         # runs (both resume after a kill -9) cannot start containers after the delete removed them
         self._setup_locks: dict[str, asyncio.Lock] = {}
@@ -332,7 +332,7 @@ class ContainerController:
         await asyncio.to_thread(rotate)
 
     async def save_view(self, runner: GroupRunner, change: Callable[[dict[str, Any]], None]) -> None:
-        async with self._locks.setdefault(runner.key, asyncio.Lock()):
+        async with self._view_locks.setdefault(runner.key, asyncio.Lock()):
             if self.runners.get(runner.key) is not runner:
                 return  # superseded by a newer spec, a stop or a delete
             async with self.store.write() as tx:
@@ -463,7 +463,7 @@ class ContainerController:
         plan = self._plan(group)
         await self.network.remove_instance(group.key, plan.vnet_key)
         await asyncio.to_thread(shutil.rmtree, plan.root, True)
-        self._locks.pop(group.key, None)
+        self._view_locks.pop(group.key, None)
         self.sessions.forget(group.key)
 
     async def removed(self, group: Resource) -> None:
