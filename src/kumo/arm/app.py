@@ -97,8 +97,11 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 
 async def _method_not_allowed(request: Request, exc: Exception) -> Response:
-    return error_response(ArmError(405, "MethodNotAllowed",
-                                   f"The requested resource does not support http method '{request.method}'."))
+    return error_response(_method_error(request.method))
+
+
+def _method_error(method: str) -> ArmError:
+    return ArmError(405, "MethodNotAllowed", f"The requested resource does not support http method '{method[:32]}'.")
 
 
 class CollapseSlashes:
@@ -124,9 +127,7 @@ class RefuseUnknownMethods:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] not in ALL_METHODS:
-            e = ArmError(405, "MethodNotAllowed",
-                         f"The requested resource does not support http method '{scope['method'][:32]}'.")
-            await error_response(e)(scope, receive, send)
+            await error_response(_method_error(scope["method"]))(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
