@@ -405,3 +405,36 @@ def test_capacity_dynamic_ip_and_readoption(ssh_key: Path, monkeypatch: pytest.M
     finally:
         stop_server(server)
     assert _qemu_pid(vid) is None
+
+
+@pytest.mark.slow
+def test_a_vm_deleted_during_its_create_leaves_no_disk(kumo: KumoServer, rg: str, network_client: Any,
+                                                       ssh_key: Path) -> None:
+    """A VM deleted at any point of its create (while its disks are made, while it boots) takes the disks
+    marked Delete with it, as it would once created: none is left behind, in the API or on disk."""
+    vnet = network_client.virtual_networks.begin_create_or_update(rg, "vnet", {
+        "location": "local", "properties": {"addressSpace": {"addressPrefixes": ["10.1.0.0/16"]}, "subnets": [
+            {"name": "default", "properties": {"addressPrefix": "10.1.0.0/24"}}]}}).result()
+    sub = f"/subscriptions/{kumo.identity['subscription_id']}/resourceGroups/{rg}/providers"
+    with kumo.http() as c:
+        for i in range(6):
+            nic = network_client.network_interfaces.begin_create_or_update(rg, f"nic{i}", {
+                "location": "local", "properties": {"ipConfigurations": [{"name": "ip", "properties": {
+                    "subnet": {"id": vnet.subnets[0].id}}}]}}).result()
+            body = _vm_body(nic.id, ssh_key)
+            storage = body["properties"]["storageProfile"]
+            storage["osDisk"]["deleteOption"] = "Delete"
+            storage["dataDisks"] = [{"lun": 0, "createOption": "Empty", "diskSizeGB": 1, "deleteOption": "Delete"}]
+            url = f"{sub}/Microsoft.Compute/virtualMachines/vm{i}"
+            assert c.put(url, params=API, json=body).status_code == 201
+            time.sleep(0.1 * i)  # at a different point of the create each time
+            r = c.delete(url, params=API)
+            assert r.status_code in (200, 202), r.text
+            deadline = time.monotonic() + 60
+            while c.get(url, params=API).status_code != 404 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert c.get(url, params=API).status_code == 404
+        time.sleep(1)  # a disk made after the VM's row went would show by now
+        disks = c.get(f"{sub}/Microsoft.Compute/disks", params={"api-version": "2024-03-02"}).json()["value"]
+    assert [d["name"] for d in disks] == []
+    assert sorted(p.name for p in (kumo.data_dir / "disks").glob("disk-*.qcow2")) == []

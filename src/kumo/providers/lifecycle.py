@@ -290,6 +290,9 @@ async def delete_tree(services: "Services", resource: Resource) -> None:
     if handler is not None:
         await handler.remove(services, resource)
     async with services.store.write() as tx:
+        # the row as it is now: a reconcile that ran until remove() took its turn may have added to it
+        # (a VM's disk ids), and what goes with the resource must be read from that
+        resource = await tx.get_resource(resource.key) or resource
         if handler is not None:
             await handler.unlink(tx, resource)
         await tx.release(resource.id)

@@ -125,6 +125,23 @@ async def ensure_disks(services: "Services", vm: Resource, image: MarketplaceIma
     return row
 
 
+def disks_to_delete(vm: Resource) -> list[str]:
+    """The ids of the VM's disks marked `deleteOption: Delete`, including those it was making when it was
+    deleted (a crash or a delete between the disk's PUT and the VM's record of it): those are found by the
+    name the VM body gives them, unique to this VM."""
+    storage = vm.body["properties"].get("storageProfile") or {}
+    out = []
+    for entry in [storage.get("osDisk") or {}, *(storage.get("dataDisks") or [])]:
+        if entry.get("deleteOption") != "Delete":
+            continue
+        disk_id = (entry.get("managedDisk") or {}).get("id")
+        if not disk_id and entry.get("createOption") in ("FromImage", "Empty") and entry.get("name"):
+            disk_id = _disk_id(vm, entry["name"])
+        if disk_id:
+            out.append(disk_id)
+    return out
+
+
 def disk_keys(vm: Resource) -> list[str]:
     """The disk resources QEMU gets, in device order: OS disk, then data disks by LUN."""
     storage = vm.body["properties"]["storageProfile"]

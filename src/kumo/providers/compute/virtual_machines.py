@@ -197,13 +197,12 @@ class VirtualMachines(ResourceType):
         props = resource.body["properties"]
         doomed = [n["id"] for n in props["networkProfile"]["networkInterfaces"]
                   if (n.get("properties") or {}).get("deleteOption") == "Delete"]
-        storage = props.get("storageProfile") or {}
-        for disk in [storage.get("osDisk") or {}, *(storage.get("dataDisks") or [])]:
-            if disk.get("deleteOption") == "Delete" and (disk.get("managedDisk") or {}).get("id"):
-                doomed.append(disk["managedDisk"]["id"])
+        doomed += storage.disks_to_delete(resource)
         for rid in doomed:
             async with services.store.read() as tx:
                 row = await tx.get_resource(rid.lower())
+                if row is not None and str(row.body.get("managedBy") or resource.id).lower() != resource.key:
+                    continue  # a disk another VM has attached since
                 pips = []
                 for cfg in ((row.body.get("properties") or {}).get("ipConfigurations") or []) if row else []:
                     pip_id = ((cfg.get("properties") or {}).get("publicIPAddress") or {}).get("id")

@@ -122,7 +122,14 @@ class DeploymentRun:
             if r.existing:  # declared with `existing`: read, never deployed
                 self.status[r.key] = "Succeeded"
                 self.done[r.key].set()
-        await asyncio.gather(*(self._deploy(r) for r in self.prepared.plan if not r.existing))
+        deploys = [asyncio.ensure_future(self._deploy(r)) for r in self.prepared.plan if not r.existing]
+        try:
+            await asyncio.gather(*deploys)
+        except asyncio.CancelledError:
+            # gather ends at its first canceled child; the others may still be writing their Canceled
+            # operation rows, and the deployment must not end before them
+            await asyncio.wait(deploys)
+            raise
         if self.errors:
             raise deployment_failed(self.deployment.id, self.errors)
         if self.prepared.scope.info.mode == "Complete":
