@@ -18,6 +18,7 @@ from sqlalchemy import and_, delete, event, func, or_, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from kumo.aio import uninterrupted
 from kumo.store import schema as s
 from kumo.store.migrations import migrate
 from kumo.store.records import Event, Operation, Principal, Resource, RoleAssignment, Subscription, Tenant
@@ -186,7 +187,6 @@ class Store:
                 await tx.end(commit=False)
                 raise
             await tx.end(commit=True)
-            self.cache.apply(tx.changes)
 
 
 class Tx:
@@ -199,33 +199,44 @@ class Tx:
         self.changes: dict[str, Snapshot | None] = {}  # resource writes, applied to the cache on commit
         self._conn: AsyncConnection | None = None
 
+    # Every exchange with the database runs to its end even when the task is canceled (a deployment's
+    # cancel, kumo stopping): asyncpg cannot even roll back a connection a cancel cut off mid-statement.
     async def connection(self) -> AsyncConnection:
         if self._conn is None:
-            conn = await self.store.engine.connect()
-            if self.write:
-                conn.sync_connection.info["write"] = True  # type: ignore[union-attr]
-            await conn.begin()
-            self._conn = conn
-            if self.write and not self.store.is_sqlite:
-                # PostgreSQL's BEGIN IMMEDIATE: writers of every process take turns; released at commit/rollback
-                await conn.execute(select(func.pg_advisory_xact_lock(WRITER_LOCK)))
+            await uninterrupted(self._open())
+        assert self._conn is not None
         return self._conn
 
+    async def _open(self) -> None:
+        conn = await self.store.engine.connect()
+        self._conn = conn  # at once: end() closes it whatever happens next
+        if self.write:
+            conn.sync_connection.info["write"] = True  # type: ignore[union-attr]
+        await conn.begin()
+        if self.write and not self.store.is_sqlite:
+            # PostgreSQL's BEGIN IMMEDIATE: writers of every process take turns; released at commit/rollback
+            await conn.execute(select(func.pg_advisory_xact_lock(WRITER_LOCK)))
+
     async def end(self, *, commit: bool) -> None:
+        """Commit (then show the writes to the cache) or roll back, and give the connection back."""
+        await uninterrupted(self._end(commit))
+
+    async def _end(self, commit: bool) -> None:
         conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        try:
-            if commit:
-                await conn.commit()
-            else:
-                await conn.rollback()
-        finally:
-            conn.sync_connection.info.pop("write", None)  # type: ignore[union-attr]
-            await conn.close()
+        if conn is not None:
+            try:
+                if commit:
+                    await conn.commit()
+                else:
+                    await conn.rollback()
+            finally:
+                conn.sync_connection.info.pop("write", None)  # type: ignore[union-attr]
+                await conn.close()
+        if commit:
+            self.store.cache.apply(self.changes)
 
     async def execute(self, statement: Any) -> Any:
-        return await (await self.connection()).execute(statement)
+        return await uninterrupted((await self.connection()).execute(statement))
 
     # -- resources -------------------------------------------------------------------------
     @staticmethod

@@ -11,11 +11,12 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from kumo.aio import uninterrupted
 from kumo.arm.errors import ArmError
 from kumo.arm.ids import ResourceId, parse_resource_id, resource_group_key
 from kumo.providers import lifecycle
@@ -146,24 +147,22 @@ class DeploymentRun:
                 self.status[r.key] = "Skipped"  # Azure does not attempt what depends on a failure
                 return
             started = time.time()
-            # a cancel may land while the Running row is being written: the row is finished either way,
-            # and then marked Canceled, so no operation stays Running
-            running = asyncio.ensure_future(self._record(r, "Running", started))
             try:
-                op_key = await asyncio.shield(running)
+                # the Running row is written whole, and then marked Canceled on a cancel: none stays Running
+                await uninterrupted(self._record(r, "Running", started))
                 await self._apply(r)
             except asyncio.CancelledError:  # the deployment was canceled (or kumo stops) mid-way
-                await asyncio.shield(self._record(r, "Canceled", started, await running))
+                await uninterrupted(self._record(r, "Canceled", started))
                 raise
             except ArmError as e:
                 self.status[r.key] = "Failed"
                 error = e.body()["error"]
                 self.errors.append(error)
-                await _uninterrupted(self._record(r, "Failed", started, op_key, error=error,
-                                                  status_code=_status_name(e.status)))
+                await uninterrupted(self._record(r, "Failed", started, error=error,
+                                                 status_code=_status_name(e.status)))
                 return
             self.status[r.key] = "Succeeded"
-            await _uninterrupted(self._record(r, "Succeeded", started, op_key, status_code="OK"))
+            await uninterrupted(self._record(r, "Succeeded", started, status_code="OK"))
         finally:
             self.done[r.key].set()
 
@@ -277,8 +276,8 @@ class DeploymentRun:
             await lifecycle.delete_tree(self.services, member)
 
     # -- deployment operations: one row per resource, what `az deployment operation group list` shows --
-    async def _record(self, r: PlannedResource, state: str, started: float, op_key: str | None = None, *,
-                      error: dict[str, Any] | None = None, status_code: str | None = None) -> str:
+    async def _record(self, r: PlannedResource, state: str, started: float, *,
+                      error: dict[str, Any] | None = None, status_code: str | None = None) -> None:
         d = self.deployment
         op_id = hashlib.sha1(f"{d.key}:{d.desired_gen}:{r.key}".encode()).hexdigest()[:16].upper()
         op_rid = f"{d.id}/operations/{op_id}"
@@ -297,7 +296,6 @@ class DeploymentRun:
                        parent_key=d.key)
         async with self.services.store.write() as tx:
             await tx.put_resource(row)
-        return op_rid
 
 
 def deployment_failed(target: str, errors: list[dict[str, Any]]) -> ArmError:
@@ -323,14 +321,3 @@ def nested_body(body: dict[str, Any], scope: TemplateScope, prepared: Prepared) 
 def _status_name(status: int) -> str:
     return {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
             500: "InternalServerError"}.get(status, str(status))
-
-
-async def _uninterrupted(write: Awaitable[Any]) -> None:
-    """Finish an operation row even when the deployment is canceled meanwhile: the row is written before
-    the cancel goes on, so no operation of a canceled deployment stays Running."""
-    task = asyncio.ensure_future(write)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await task
-        raise
