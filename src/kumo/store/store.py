@@ -227,6 +227,8 @@ class Tx:
 
     async def end(self, *, commit: bool) -> None:
         """Commit (then show the writes to the cache) or roll back, and give the connection back."""
+        if self._conn is None and not commit:
+            return  # a read answered from the cache opened nothing: no task to start for it
         await uninterrupted(self._end(commit))
 
     async def _end(self, commit: bool) -> None:
